@@ -1,0 +1,98 @@
+"""PyTorch fast paths: fused native kernels behind `keras_norms.ops`.
+
+Each function has the name and signature of the op it replaces and returns
+`None` to decline. Decisions use static facts only (rank, axis, dtype).
+
+Layout: channels-last input `(N, ..., C)` is viewed as `(M, C)` with
+`M = N * spatial`, a free reshape of a contiguous tensor, for which
+`F.batch_norm` uses its channels-last kernel; no transpose copy is made.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def _as_channels_second(x, axis):
+    """A view of `x` with channels on dim 1, or `None` if that needs a copy."""
+    ndim = x.dim()
+    if axis == 1:
+        return x
+    if axis == ndim - 1 and x.is_contiguous():
+        return x.reshape(-1, x.shape[-1])
+    return None
+
+
+def _prepare(x, axis):
+    """Checks the static conditions shared by the batch-norm kernels."""
+    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
+        return None, None
+    ndim = x.dim()
+    if ndim < 2:
+        return None, None
+    axis = axis % ndim if -ndim <= axis < ndim else None
+    if axis is None:
+        return None, None
+    return _as_channels_second(x, axis), axis
+
+
+def _param(v, dtype):
+    return None if v is None else v.to(dtype)
+
+
+def batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, mask=None):
+    """`F.batch_norm` in training mode, returning Keras's biased statistics.
+
+    Training-mode `F.batch_norm` differentiates through the batch statistics
+    (the fused torch BN that Keras reverted used the inference kernel with
+    detached statistics, and so had wrong gradients). Its running-variance
+    output is unbiased, so it is written into a scratch buffer with
+    momentum 1 and rescaled by (n-1)/n; the layer's variables are never
+    handed to torch.
+    """
+    if mask is not None:
+        return None
+    view, axis = _prepare(x, axis)
+    if view is None:
+        return None
+    channels = view.shape[1]
+    count = view.numel() // max(channels, 1)
+    if count < 2:  # torch rejects one value per channel; the reference gives 0.
+        return None
+    mean = torch.zeros(channels, dtype=x.dtype, device=x.device)
+    variance = torch.zeros(channels, dtype=x.dtype, device=x.device)
+    y = F.batch_norm(
+        view,
+        mean,
+        variance,
+        weight=_param(gamma, x.dtype),
+        bias=_param(beta, x.dtype),
+        training=True,
+        momentum=1.0,
+        eps=epsilon,
+    )
+    variance = variance * ((count - 1) / count)
+    return y.reshape(x.shape), mean, variance
+
+
+def batch_norm_inference(
+    x, mean, variance, gamma=None, beta=None, axis=-1, epsilon=1e-3, example_weight=0.0
+):
+    """`F.batch_norm` in inference mode; declines example weighing."""
+    if example_weight != 0:
+        return None
+    view, axis = _prepare(x, axis)
+    if view is None:
+        return None
+    y = F.batch_norm(
+        view,
+        mean.to(x.dtype),
+        variance.to(x.dtype),
+        weight=_param(gamma, x.dtype),
+        bias=_param(beta, x.dtype),
+        training=False,
+        eps=epsilon,
+    )
+    return y.reshape(x.shape)

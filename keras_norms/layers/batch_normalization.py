@@ -1,0 +1,501 @@
+"""BatchNormalization superset: Ghost batches and inference example weighing.
+
+References:
+    Ioffe & Szegedy, "Batch Normalization", ICML 2015.
+    Hoffer, Hubara & Soudry, "Train longer, generalize better", NeurIPS 2017.
+    Summers & Dinneen, "Four Things Everyone Should Know to Improve Batch
+    Normalization", ICLR 2020 (official code:
+    github.com/ceciliaresearch/four_things_batch_norm).
+    Ioffe, "Batch Renormalization", NeurIPS 2017.
+"""
+
+import math
+
+import keras
+from keras import constraints
+from keras import initializers
+from keras import ops
+from keras import regularizers
+
+from keras_norms import _backends
+from keras_norms import ops as knops
+from keras_norms.ops import _stats
+
+_RENORM_KEYS = ("rmax", "rmin", "dmax")
+
+
+def _sqrt_of(initializer):
+    """An initializer returning the square root of `initializer`'s values."""
+
+    def init(shape, dtype=None):
+        fresh = initializers.get(initializers.serialize(initializer))
+        return ops.sqrt(fresh(shape, dtype=dtype))
+
+    return init
+
+
+@keras.saving.register_keras_serializable(package="keras_norms")
+class BatchNormalization(keras.layers.Layer):
+    """Batch normalization with Ghost batches and inference example weighing.
+
+    A drop-in superset of `keras.layers.BatchNormalization`: the same
+    constructor arguments, defaults and weights (`gamma`, `beta`,
+    `moving_mean`, `moving_variance`, and the renorm weights), so weights
+    move between the two with `set_weights`. It adds two arguments and no
+    variable.
+
+    **Training** (`training=True` and `layer.trainable`): with
+    `virtual_batch_size=None`,
+
+    $$y=\\gamma_c\\frac{x-\\mu_{B,c}}{\\sqrt{\\sigma^2_{B,c}+\\epsilon}}+\\beta_c$$
+
+    with the batch mean and biased variance over every axis except `axis`.
+    With `virtual_batch_size` $B'$ (Ghost BN), the batch is split into
+    ghost batches of $B'$ **consecutive** examples, each normalized with its
+    own statistics; when $B'$ does not divide the batch size the trailing
+    examples form a smaller last ghost. Moving statistics are updated once
+    per step, $m\\leftarrow\\rho m+(1-\\rho)b$, where $b$ is the batch
+    statistic, or with ghosts the ghost means and ghost variances averaged
+    with weights $n_k/N$.
+
+    **Inference**: population statistics $\\mu,\\sigma^2$ (the moving
+    averages), mixed with the example's own moments when
+    `inference_example_weight` $\\alpha>0$:
+
+    $$\\tilde\\mu_i=\\alpha s^{(1)}_i+(1-\\alpha)\\mu,\\quad
+      \\tilde\\sigma^2_i=\\max\\big(\\alpha s^{(2)}_i+(1-\\alpha)(\\sigma^2+\\mu^2)
+      -\\tilde\\mu_i^2,0\\big),\\quad
+      y_i=\\gamma\\frac{x_i-\\tilde\\mu_i}{\\sqrt{\\tilde\\sigma^2_i+\\epsilon}}+\\beta$$
+
+    where $s^{(1)}_i, s^{(2)}_i$ are example $i$'s first and second moments
+    over every axis except the batch and channel axes. A natural choice is
+    $\\alpha\\approx 1/B'$ (the weight the example had in its own training
+    statistics); choose it on held-out data.
+
+    Statistics are computed in float32 (float64 stays float64) with a
+    two-pass variance; the output is cast to the layer's compute dtype.
+
+    Args:
+        axis: int, the channel axis (negative or positive). Defaults to -1.
+        momentum: float in [0, 1], weight of the old value in the moving
+            averages (PyTorch's `momentum=0.1` is Keras's 0.9). Defaults to
+            0.99.
+        epsilon: float > 0 added to the variance inside the square root.
+            Defaults to 1e-3.
+        center: bool, whether to add the offset `beta`. Defaults to True.
+        scale: bool, whether to multiply by `gamma`. Defaults to True.
+        beta_initializer: initializer of `beta`. Defaults to `"zeros"`.
+        gamma_initializer: initializer of `gamma`. Defaults to `"ones"`.
+        moving_mean_initializer: Defaults to `"zeros"`.
+        moving_variance_initializer: Defaults to `"ones"`.
+        beta_regularizer: optional regularizer of `beta`.
+        gamma_regularizer: optional regularizer of `gamma`.
+        beta_constraint: optional constraint on `beta`.
+        gamma_constraint: optional constraint on `gamma`.
+        renorm: bool, Batch Renormalization with Keras >= 3.14 semantics
+            (extra weights `moving_stddev`, `renorm_mean`, `renorm_stddev`).
+            Defaults to False.
+        renorm_clipping: optional dict with keys among `"rmax"`, `"rmin"`,
+            `"dmax"`; a missing key means no bound. Captured when a train
+            function is traced.
+        renorm_momentum: float, momentum of the renorm statistics. Defaults
+            to 0.99.
+        synchronized: bool, all-reduce batch statistics across replicas.
+            Not implemented in keras_norms yet (it raises
+            `NotImplementedError`); use `keras.layers.BatchNormalization` on
+            TensorFlow meanwhile. Defaults to False.
+        virtual_batch_size: optional positive int, the ghost batch size
+            $B'$; training only; any batch size works. Rank-2 inputs need
+            $B'\\ge 2$ (a ghost of one dense example has zero variance, so its
+            output is `beta`; a trailing ghost of size 1 does the same).
+            Defaults to None (no ghost batches).
+        inference_example_weight: float $\\alpha$ in [0, 1]. Defaults to 0
+            (plain population statistics). A Python float captured when a
+            test or predict function is traced: after changing it, call
+            `model.make_test_function(force=True)` and
+            `model.make_predict_function(force=True)`. On rank-2 inputs
+            $\\alpha=1$ outputs `beta`.
+        **kwargs: base `Layer` arguments (`name`, `dtype`, `trainable`).
+
+    Call arguments:
+        inputs: tensor of rank >= 2, batch on axis 0.
+        training: bool, training mode (batch statistics, moving averages
+            updated). A layer with `trainable=False` always runs in
+            inference mode, as in Keras.
+        mask: optional boolean tensor of rank `ndim - 1` (Keras BN's
+            convention); masked-out entries are left out of the batch
+            statistics. Not supported with `virtual_batch_size`.
+
+    Returns:
+        A tensor of the input's shape in the layer's compute dtype.
+
+    Raises:
+        ValueError: for an invalid argument (named in the message) or an
+            input whose channel axis is out of range or unknown.
+        NotImplementedError: for `virtual_batch_size` together with `renorm`,
+            `synchronized` or a `mask`, and for `synchronized=True`.
+
+    Example:
+
+    ```python
+    import keras, keras_norms
+    model = keras.Sequential([
+        keras.Input((32, 32, 3)),
+        keras.layers.Conv2D(16, 3, use_bias=False),
+        keras_norms.BatchNormalization(
+            virtual_batch_size=8, inference_example_weight=0.125
+        ),
+        keras.layers.ReLU(),
+    ])
+    ```
+
+    Reference:
+        - [Ioffe & Szegedy, 2015](https://arxiv.org/abs/1502.03167)
+        - [Hoffer et al., 2017](https://arxiv.org/abs/1705.08741) (Ghost BN)
+        - [Summers & Dinneen, 2020](https://arxiv.org/abs/1906.03548)
+          (example weighing)
+        - [Ioffe, 2017](https://arxiv.org/abs/1702.03275) (Batch Renorm)
+    """
+
+    def __init__(
+        self,
+        axis=-1,
+        momentum=0.99,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_mean_initializer="zeros",
+        moving_variance_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        renorm=False,
+        renorm_clipping=None,
+        renorm_momentum=0.99,
+        synchronized=False,
+        virtual_batch_size=None,
+        inference_example_weight=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.axis = self._check_axis(axis)
+        self.momentum = self._check_unit_float("momentum", momentum)
+        self.epsilon = self._check_epsilon(epsilon)
+        self.center = center
+        self.scale = scale
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.beta_constraint = constraints.get(beta_constraint)
+        self.gamma_constraint = constraints.get(gamma_constraint)
+        self.renorm = bool(renorm)
+        self.renorm_clipping = self._check_renorm_clipping(renorm_clipping)
+        self.renorm_momentum = self._check_unit_float("renorm_momentum", renorm_momentum)
+        self.synchronized = bool(synchronized)
+        self.virtual_batch_size = self._check_virtual_batch_size(virtual_batch_size)
+        self.inference_example_weight = self._check_unit_float(
+            "inference_example_weight", inference_example_weight
+        )
+        self._check_combinations()
+        self.supports_masking = True
+        self.gamma = None
+        self.beta = None
+        self.moving_mean = None
+        self.moving_variance = None
+
+    # ------------------------------------------------------------ validation
+    def _error(self, argument, value, fix):
+        return ValueError(
+            f"{type(self).__name__} (layer '{self.name}'): invalid "
+            f"`{argument}`={value!r}. {fix}"
+        )
+
+    def _check_axis(self, axis):
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise self._error("axis", axis, "Pass one int, the channel axis (e.g. -1 or 1).")
+        return axis
+
+    def _check_unit_float(self, argument, value):
+        number = _as_float(value)
+        if number is None or not 0.0 <= number <= 1.0:
+            raise self._error(argument, value, "Pass a float in [0, 1].")
+        return number
+
+    def _check_epsilon(self, epsilon):
+        number = _as_float(epsilon)
+        if number is None or not number > 0.0 or math.isinf(number):
+            raise self._error("epsilon", epsilon, "Pass a positive float such as 1e-3.")
+        return number
+
+    def _check_virtual_batch_size(self, value):
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self._error(
+                "virtual_batch_size",
+                value,
+                "Pass a positive int (the ghost batch size), or None for no ghost batches.",
+            )
+        return value
+
+    def _check_renorm_clipping(self, clipping):
+        if not self.renorm:
+            return clipping
+        clipping = dict(clipping or {})
+        unknown = set(clipping) - set(_RENORM_KEYS)
+        if unknown:
+            raise self._error(
+                "renorm_clipping",
+                clipping,
+                f"Supported keys are {list(_RENORM_KEYS)}; remove {sorted(unknown)}.",
+            )
+        rmax, rmin, dmax = (clipping.get(k) for k in _RENORM_KEYS)
+        if rmax is not None and rmin is not None and rmax < rmin:
+            raise self._error("renorm_clipping", clipping, "rmax must be >= rmin.")
+        if dmax is not None and dmax < 0:
+            raise self._error("renorm_clipping", clipping, "dmax must be non-negative.")
+        return clipping
+
+    def _check_combinations(self):
+        if self.synchronized:
+            raise NotImplementedError(
+                f"{type(self).__name__}: synchronized=True is not implemented "
+                "in keras_norms yet (cross-device statistics on all backends "
+                "are planned). On TensorFlow, keras.layers.BatchNormalization"
+                "(synchronized=True) synchronizes meanwhile."
+            )
+        if self.virtual_batch_size is not None and self.renorm:
+            raise NotImplementedError(
+                f"{type(self).__name__}: virtual_batch_size together with "
+                "renorm=True (Batch Renorm per ghost batch) is not implemented "
+                "yet. Use one of the two."
+            )
+
+    # ----------------------------------------------------------------- state
+    def build(self, input_shape):
+        ndim = len(input_shape)
+        axis = _stats.canonical_axis(self.axis, ndim, f"{type(self).__name__} (layer '{self.name}')")
+        if axis == 0:
+            raise self._error("axis", self.axis, "Axis 0 is the batch axis; pass the channel axis.")
+        channels = input_shape[axis]
+        if channels is None:
+            raise ValueError(
+                f"{type(self).__name__} (layer '{self.name}'): the channel "
+                f"axis {self.axis} of input shape {tuple(input_shape)} has "
+                "unknown size. Give the input a static channel dimension."
+            )
+        if ndim == 2 and self.virtual_batch_size == 1:
+            raise self._error(
+                "virtual_batch_size",
+                1,
+                "On rank-2 inputs a ghost batch of one example has zero "
+                "variance, so the output would be `beta` for every input. "
+                "Use virtual_batch_size >= 2.",
+            )
+        self._channel_axis = axis
+        shape = (channels,)
+        if self.scale:
+            self.gamma = self.add_weight(
+                shape=shape,
+                name="gamma",
+                initializer=self.gamma_initializer,
+                regularizer=self.gamma_regularizer,
+                constraint=self.gamma_constraint,
+                trainable=True,
+                autocast=False,
+            )
+        if self.center:
+            self.beta = self.add_weight(
+                shape=shape,
+                name="beta",
+                initializer=self.beta_initializer,
+                regularizer=self.beta_regularizer,
+                constraint=self.beta_constraint,
+                trainable=True,
+                autocast=False,
+            )
+        self.moving_mean = self._state("moving_mean", shape, self.moving_mean_initializer)
+        self.moving_variance = self._state(
+            "moving_variance", shape, self.moving_variance_initializer
+        )
+        if self.renorm:
+            stddev_init = _sqrt_of(self.moving_variance_initializer)
+            self.moving_stddev = self._state("moving_stddev", shape, stddev_init)
+            self.renorm_mean = self._state("renorm_mean", shape, self.moving_mean_initializer)
+            self.renorm_stddev = self._state("renorm_stddev", shape, stddev_init)
+        self.input_spec = keras.InputSpec(ndim=ndim, axes={self.axis: channels})
+
+    def _state(self, name, shape, initializer):
+        if not callable(initializer) or isinstance(initializer, initializers.Initializer):
+            initializer = initializers.get(initializers.serialize(initializer))
+        return self.add_weight(
+            shape=shape, name=name, initializer=initializer, trainable=False, autocast=False
+        )
+
+    def compute_output_shape(self, input_shape):
+        _stats.canonical_axis(self.axis, len(input_shape), f"{type(self).__name__} (layer '{self.name}')")
+        return input_shape
+
+    # ------------------------------------------------------------------ call
+    def call(self, inputs, training=None, mask=None):
+        x = _stats.upcast(inputs)
+        dtype = x.dtype
+        gamma = ops.cast(self.gamma, dtype) if self.scale else None
+        beta = ops.cast(self.beta, dtype) if self.center else None
+        axis = self._channel_axis
+        if training and self.trainable:
+            if self.virtual_batch_size is not None and mask is not None:
+                raise NotImplementedError(
+                    f"{type(self).__name__} (layer '{self.name}'): a mask "
+                    "together with virtual_batch_size is not implemented yet."
+                )
+            if self.renorm:
+                y, mean, variance = knops.batch_renorm(
+                    x,
+                    gamma,
+                    beta,
+                    self.renorm_mean,
+                    self.renorm_stddev,
+                    axis,
+                    self.epsilon,
+                    self.renorm_clipping,
+                    mask,
+                )
+                self._update_renorm_statistics(mean, variance)
+            else:
+                if self.virtual_batch_size is not None:
+                    y, mean, variance = knops.ghost_batch_norm(
+                        x, gamma, beta, axis, self.epsilon, self.virtual_batch_size
+                    )
+                else:
+                    y, mean, variance = knops.batch_norm(x, gamma, beta, axis, self.epsilon, mask)
+                self._update_moving(self.moving_mean, mean, self.momentum)
+                self._update_moving(self.moving_variance, variance, self.momentum)
+        else:
+            y = knops.batch_norm_inference(
+                x,
+                ops.cast(self.moving_mean, dtype),
+                ops.cast(self.moving_variance, dtype),
+                gamma,
+                beta,
+                axis,
+                self.epsilon,
+                self.inference_example_weight,
+            )
+        return ops.cast(y, self.compute_dtype)
+
+    @staticmethod
+    def _moving_average(variable, value, momentum):
+        old = ops.cast(variable, value.dtype)
+        return old * momentum + ops.stop_gradient(value) * (1.0 - momentum)
+
+    def _update_moving(self, variable, value, momentum):
+        variable.assign(ops.cast(self._moving_average(variable, value, momentum), variable.dtype))
+
+    def _update_renorm_statistics(self, mean, variance):
+        stddev = ops.sqrt(variance + self.epsilon)
+        self._update_moving(self.renorm_mean, mean, self.renorm_momentum)
+        self._update_moving(self.renorm_stddev, stddev, self.renorm_momentum)
+        self._update_moving(self.moving_mean, mean, self.momentum)
+        new_stddev = self._moving_average(self.moving_stddev, stddev, self.momentum)
+        self.moving_stddev.assign(ops.cast(new_stddev, self.moving_stddev.dtype))
+        # Keras >= 3.14 derives the inference variance from the stddev.
+        moving_variance = ops.relu(new_stddev * new_stddev - self.epsilon)
+        self.moving_variance.assign(ops.cast(moving_variance, self.moving_variance.dtype))
+
+    # ---------------------------------------------------------- serialization
+    def get_config(self):
+        config = {
+            "axis": self.axis,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "beta_initializer": initializers.serialize(self.beta_initializer),
+            "gamma_initializer": initializers.serialize(self.gamma_initializer),
+            "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
+            "moving_variance_initializer": initializers.serialize(
+                self.moving_variance_initializer
+            ),
+            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
+            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
+            "beta_constraint": constraints.serialize(self.beta_constraint),
+            "gamma_constraint": constraints.serialize(self.gamma_constraint),
+            "synchronized": self.synchronized,
+            "renorm": self.renorm,
+            "renorm_clipping": self.renorm_clipping,
+            "renorm_momentum": self.renorm_momentum,
+            "virtual_batch_size": self.virtual_batch_size,
+            "inference_example_weight": self.inference_example_weight,
+        }
+        return {**super().get_config(), **config}
+
+
+@keras.saving.register_keras_serializable(package="keras_norms")
+class GhostBatchNormalization(BatchNormalization):
+    """Ghost Batch Normalization: `BatchNormalization` with ghost batches.
+
+    The same layer as `keras_norms.BatchNormalization` with
+    `virtual_batch_size` required: in training, each ghost batch of
+    `virtual_batch_size` consecutive examples is normalized with its own
+    statistics,
+
+    $$y=\\gamma_c\\frac{x-\\mu_{k,c}}{\\sqrt{\\sigma^2_{k,c}+\\epsilon}}+\\beta_c
+      \\quad\\text{for } x \\text{ in ghost } k,$$
+
+    and the last ghost is smaller when `virtual_batch_size` does not divide
+    the batch size. Inference uses the moving statistics (optionally mixed
+    with the example's own moments by `inference_example_weight`).
+
+    Args:
+        virtual_batch_size: positive int, the ghost batch size $B'$
+            (>= 2 on rank-2 inputs).
+        **kwargs: every other argument of `keras_norms.BatchNormalization`.
+
+    Call arguments:
+        inputs: tensor of rank >= 2, batch on axis 0.
+        training: bool, training mode.
+
+    Returns:
+        A tensor of the input's shape in the layer's compute dtype.
+
+    Raises:
+        ValueError: if `virtual_batch_size` is missing or not a positive int.
+
+    Example:
+
+    ```python
+    layer = keras_norms.GhostBatchNormalization(virtual_batch_size=16)
+    y = layer(keras.random.normal((50, 8, 8, 32)), training=True)  # 4 ghosts
+    ```
+
+    Reference:
+        - [Hoffer et al., 2017](https://arxiv.org/abs/1705.08741)
+        - [Summers & Dinneen, 2020](https://arxiv.org/abs/1906.03548)
+    """
+
+    def __init__(self, virtual_batch_size=None, **kwargs):
+        if virtual_batch_size is None:
+            raise ValueError(
+                "GhostBatchNormalization: `virtual_batch_size` is required, "
+                "received virtual_batch_size=None. Pass the ghost batch size, "
+                "e.g. GhostBatchNormalization(virtual_batch_size=16), or use "
+                "keras_norms.BatchNormalization for plain batch norm."
+            )
+        super().__init__(virtual_batch_size=virtual_batch_size, **kwargs)
+
+
+def _as_float(value):
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number

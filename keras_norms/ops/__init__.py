@@ -1,0 +1,28 @@
+"""`keras_norms.ops`: the math of every layer, as functions on `keras.ops`.
+
+Layers hold state and call these functions; backend fast paths replace some
+of them at runtime (see `keras_norms.config`). Nothing here imports
+TensorFlow, JAX or PyTorch.
+"""
+
+from keras_norms.ops._stats import canonical_axis
+from keras_norms.ops._stats import moments
+from keras_norms.ops.normalization import batch_norm
+from keras_norms.ops.normalization import batch_norm_inference
+from keras_norms.ops.normalization import batch_renorm
+from keras_norms.ops.normalization import ghost_batch_norm
+from keras_norms.ops.normalization import ghost_moments
+from keras_norms.ops.normalization import normalize
+from keras_norms.ops.normalization import renorm_correction
+
+__all__ = [
+    "batch_norm",
+    "batch_norm_inference",
+    "batch_renorm",
+    "canonical_axis",
+    "ghost_batch_norm",
+    "ghost_moments",
+    "moments",
+    "normalize",
+    "renorm_correction",
+]

@@ -1,0 +1,99 @@
+"""Statistics shared by every normalization: dtype policy, axes and moments.
+
+The numerical contract (spec §1.4):
+
+* statistics are computed in float32, or in the wider of the input dtype and
+  float32 (float64 stays float64);
+* the variance is two-pass, mean first and then the mean of squared
+  deviations, so it is never negative and all backends agree; where a formula
+  needs raw moments it is clamped at 0 before epsilon is added;
+* `keras.ops.moments` is not used: it is one-pass and unclamped on torch.
+"""
+
+from keras import backend
+from keras import ops
+
+
+def statistics_dtype(dtype):
+    """The dtype statistics are computed in: at least float32."""
+    return backend.result_type(dtype, "float32")
+
+
+def upcast(x):
+    """Casts `x` to `statistics_dtype(x.dtype)` (a no-op when already there)."""
+    dtype = statistics_dtype(x.dtype)
+    return x if backend.standardize_dtype(x.dtype) == dtype else ops.cast(x, dtype)
+
+
+def canonical_axis(axis, ndim, owner="keras_norms"):
+    """Returns `axis` as a non-negative int for a rank-`ndim` input.
+
+    Args:
+        axis: int, negative or positive.
+        ndim: int, the input rank.
+        owner: str, the layer or op named in the error message.
+
+    Raises:
+        ValueError: if `axis` is not an int in `[-ndim, ndim)`.
+    """
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise ValueError(
+            f"{owner}: `axis` must be an int, received axis={axis!r}. "
+            "Pass the channel axis, e.g. -1 (channels_last) or 1 "
+            "(channels_first)."
+        )
+    if not -ndim <= axis < ndim:
+        raise ValueError(
+            f"{owner}: axis={axis} is out of range for an input of rank "
+            f"{ndim}. Use an axis in [{-ndim}, {ndim - 1}]."
+        )
+    return axis % ndim
+
+
+def reduction_axes(ndim, axis):
+    """All axes of a rank-`ndim` tensor except the (non-negative) `axis`."""
+    return [i for i in range(ndim) if i != axis]
+
+
+def broadcast_shape(ndim, axis, channels):
+    """Shape that broadcasts a `(channels,)` vector along `axis`."""
+    shape = [1] * ndim
+    shape[axis] = channels
+    return shape
+
+
+def moments(x, axes, keepdims=False, mask=None):
+    """Mean and biased variance over `axes`, two-pass, in float32 or wider.
+
+    $$\\mu = \\frac{1}{n}\\sum x,\\qquad \\sigma^2 = \\frac{1}{n}\\sum (x-\\mu)^2$$
+
+    With a `mask` (broadcastable to `x`, true for the entries that count),
+    $n$ is the number of unmasked entries and masked entries are left out of
+    both sums; an all-masked slice gives mean and variance 0.
+
+    Args:
+        x: tensor.
+        axes: list of ints, the axes to reduce.
+        keepdims: bool, keep the reduced axes with size 1.
+        mask: optional boolean (or 0/1) tensor broadcastable to `x`.
+
+    Returns:
+        `(mean, variance)` in `statistics_dtype(x.dtype)`.
+    """
+    x = upcast(x)
+    axes = list(axes)
+    if mask is None:
+        mean = ops.mean(x, axis=axes, keepdims=True)
+        variance = ops.mean(ops.square(x - mean), axis=axes, keepdims=True)
+    else:
+        weights = ops.cast(ops.broadcast_to(mask, ops.shape(x)), x.dtype)
+        count = ops.sum(weights, axis=axes, keepdims=True)
+        safe_count = ops.maximum(count, 1.0)
+        mean = ops.sum(x * weights, axis=axes, keepdims=True) / safe_count
+        deviation = (x - mean) * weights
+        variance = ops.sum(ops.square(deviation), axis=axes, keepdims=True)
+        variance = variance / safe_count
+    if not keepdims:
+        mean = ops.squeeze(mean, axis=axes)
+        variance = ops.squeeze(variance, axis=axes)
+    return mean, variance

@@ -1,0 +1,423 @@
+"""Batch normalization, ghost batches, example weighing and renorm as functions.
+
+Every function here is written once in `keras.ops`; a backend may replace the
+ones called through `dispatch` by a fused kernel (`keras_norms/_backends/`),
+which must give the same outputs and gradients.
+
+Shapes: `x` has any rank >= 2 with the batch on axis 0 and channels on `axis`;
+per-channel vectors (`gamma`, `beta`, means, variances) have shape `(C,)`.
+Statistics are computed in float32 or wider (see `_stats`); results come back
+in that dtype and the caller casts them to its compute dtype.
+"""
+
+from keras import ops
+
+from keras_norms._backends import dispatch
+from keras_norms.ops import _stats
+
+
+def _channels_vector(v, ndim, axis, channels):
+    """Reshapes a `(C,)` vector to broadcast along `axis` of a rank-`ndim` x."""
+    if v is None:
+        return None
+    if len(v.shape) == ndim:
+        return v
+    return ops.reshape(v, _stats.broadcast_shape(ndim, axis, channels))
+
+
+def _affine(x, mean, variance, gamma, beta, epsilon):
+    """`gamma * (x - mean) / sqrt(variance + epsilon) + beta`, scale folded.
+
+    All arguments broadcast to `x`. `gamma / sqrt(variance + epsilon)` is
+    folded into one per-channel scale, so the full-size tensor sees a
+    subtract, a multiply and an add, one elementwise pass that XLA fuses.
+    Centring before scaling (rather than `x * scale + (beta - mean * scale)`)
+    avoids cancellation when |mean| >> std: the fully folded form loses
+    about |mean|/std ulps, e.g. 4e-5 at batch size 1 with epsilon 1e-5.
+    """
+    scale = ops.rsqrt(variance + epsilon)
+    if gamma is not None:
+        scale = scale * gamma
+    y = (x - mean) * scale
+    return y if beta is None else y + beta
+
+
+def normalize(x, mean, variance, gamma=None, beta=None, axis=-1, epsilon=1e-3):
+    """Normalizes `x` with given statistics and applies the affine.
+
+    $$y = \\gamma\\,\\frac{x-\\mu}{\\sqrt{\\sigma^2+\\epsilon}}+\\beta
+       = (x-\\mu)\\,s + \\beta,\\quad s=\\frac{\\gamma}{\\sqrt{\\sigma^2+\\epsilon}}$$
+
+    computed in the form on the right (one per-channel scale).
+
+    Args:
+        x: tensor of rank >= 2.
+        mean: `(C,)` per-channel mean along `axis`, or a tensor broadcastable
+            to `x`.
+        variance: like `mean`, the variance.
+        gamma: optional `(C,)` scale (`None`: 1).
+        beta: optional `(C,)` shift (`None`: 0).
+        axis: int, the channel axis.
+        epsilon: float added to the variance inside the square root.
+
+    Returns:
+        The normalized tensor, in `float32` or wider.
+    """
+    x = _stats.upcast(x)
+    ndim = len(x.shape)
+    axis = _stats.canonical_axis(axis, ndim, "keras_norms.ops.normalize")
+    channels = x.shape[axis]
+
+    def vec(v):
+        return _channels_vector(v, ndim, axis, channels)
+
+    return _affine(x, vec(mean), vec(variance), vec(gamma), vec(beta), epsilon)
+
+
+def _broadcast_mask(mask, x):
+    """Keras BN's mask convention: rank `ndim - 1`, a trailing axis added."""
+    if mask is None:
+        return None
+    if len(mask.shape) != len(x.shape) - 1:
+        raise ValueError(
+            "keras_norms: the mask must have one dimension less than the "
+            f"inputs. Received mask.shape={tuple(mask.shape)}, "
+            f"inputs.shape={tuple(x.shape)}."
+        )
+    return ops.expand_dims(ops.cast(mask, "bool"), -1)
+
+
+def _batch_norm_reference(x, gamma, beta, axis=-1, epsilon=1e-3, mask=None):
+    x = _stats.upcast(x)
+    ndim = len(x.shape)
+    axis = _stats.canonical_axis(axis, ndim, "keras_norms.ops.batch_norm")
+    mean, variance = _stats.moments(
+        x, _stats.reduction_axes(ndim, axis), mask=_broadcast_mask(mask, x)
+    )
+    y = normalize(x, mean, variance, gamma, beta, axis, epsilon)
+    return y, mean, variance
+
+
+def batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, mask=None):
+    """Batch normalization in training mode: normalizes with batch statistics.
+
+    $$\\mu_c=\\operatorname{mean}_{\\neg c}x,\\quad
+      \\sigma^2_c=\\operatorname{mean}_{\\neg c}(x-\\mu_c)^2,\\quad
+      y=\\gamma_c\\frac{x-\\mu_c}{\\sqrt{\\sigma^2_c+\\epsilon}}+\\beta_c$$
+
+    over every axis except the channel axis ($\\neg c$); the variance is the
+    biased (population) one, as Keras stores it. Gradients flow through the
+    statistics.
+
+    Args:
+        x: tensor of rank >= 2.
+        gamma: optional `(C,)` scale (`None`: 1).
+        beta: optional `(C,)` shift (`None`: 0).
+        axis: int, the channel axis.
+        epsilon: float.
+        mask: optional boolean tensor of rank `ndim - 1` (Keras BN's
+            convention: a trailing axis is added); masked-out entries are left
+            out of the statistics but still normalized.
+
+    Returns:
+        `(y, mean, variance)`: the output and the `(C,)` batch statistics, in
+        float32 or wider.
+    """
+    return dispatch(
+        "batch_norm", _batch_norm_reference, x, gamma, beta, axis, epsilon, mask
+    )
+
+
+def _split_ghosts(x, virtual_batch_size):
+    """Views `x` as `(K, B', ...)` consecutive ghost batches.
+
+    When the batch size is not a multiple of `B'` (or is unknown while
+    tracing) the batch is zero-padded to `K * B'` and a validity mask marks
+    the real examples.
+
+    Returns:
+        `(ghosts, valid, counts, batch_size)`: `valid` is `None` or a boolean
+        tensor broadcastable to `ghosts`; `counts` holds the number of real
+        examples per ghost, shape `(K,)`.
+    """
+    ndim = len(x.shape)
+    shape = ops.shape(x)
+    rest = list(shape[1:])
+    static_batch = x.shape[0]
+    if static_batch is not None and static_batch % virtual_batch_size == 0:
+        num_ghosts = static_batch // virtual_batch_size
+        ghosts = ops.reshape(x, [num_ghosts, virtual_batch_size] + rest)
+        counts = ops.full((num_ghosts,), float(virtual_batch_size), x.dtype)
+        return ghosts, None, counts, static_batch
+    batch = shape[0]
+    num_ghosts = (batch + virtual_batch_size - 1) // virtual_batch_size
+    padding = num_ghosts * virtual_batch_size - batch
+    padded = ops.pad(x, [[0, padding]] + [[0, 0]] * (ndim - 1))
+    ghosts = ops.reshape(padded, [-1, virtual_batch_size] + rest)
+    index = ops.reshape(ops.arange(num_ghosts * virtual_batch_size), [-1, virtual_batch_size])
+    valid = ops.reshape(index < batch, [-1, virtual_batch_size] + [1] * (ndim - 1))
+    first = ops.arange(num_ghosts) * virtual_batch_size
+    counts = ops.cast(ops.minimum(virtual_batch_size, batch - first), x.dtype)
+    return ghosts, valid, counts, batch
+
+
+def _ghost_axes(ndim, axis):
+    """Reduction axes of the `(K, B', ...)` view: all but ghost and channel."""
+    return [i for i in range(ndim + 1) if i not in (0, axis + 1)]
+
+
+def _validate_virtual_batch_size(virtual_batch_size, owner):
+    if (
+        isinstance(virtual_batch_size, bool)
+        or not isinstance(virtual_batch_size, int)
+        or virtual_batch_size < 1
+    ):
+        raise ValueError(
+            f"{owner}: `virtual_batch_size` must be a positive int, received "
+            f"virtual_batch_size={virtual_batch_size!r}."
+        )
+
+
+def ghost_moments(x, axis=-1, virtual_batch_size=1):
+    """Per-ghost-batch means and biased variances.
+
+    The batch is split into $K=\\lceil N/B'\\rceil$ ghost batches of
+    **consecutive** examples; the last one holds the remaining
+    $N-(K-1)B'$ examples when $B'$ does not divide $N$. For ghost $k$ and
+    channel $c$ the statistics are taken over the ghost's examples and every
+    axis except `axis`.
+
+    Args:
+        x: tensor of rank >= 2.
+        axis: int, the channel axis (not 0).
+        virtual_batch_size: positive int $B'$.
+
+    Returns:
+        `(mean, variance, counts)`: `(K, C)` statistics and the `(K,)` number
+        of examples in each ghost, in float32 or wider.
+    """
+    owner = "keras_norms.ops.ghost_moments"
+    _validate_virtual_batch_size(virtual_batch_size, owner)
+    x = _stats.upcast(x)
+    ndim = len(x.shape)
+    axis = _stats.canonical_axis(axis, ndim, owner)
+    ghosts, valid, counts, _ = _split_ghosts(x, virtual_batch_size)
+    mean, variance = _stats.moments(
+        ghosts, _ghost_axes(ndim, axis), keepdims=True, mask=valid
+    )
+    channels = x.shape[axis]
+    return (
+        ops.reshape(mean, (-1, channels)),
+        ops.reshape(variance, (-1, channels)),
+        counts,
+    )
+
+
+def ghost_batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, virtual_batch_size=1):
+    """Ghost batch normalization (training mode).
+
+    Each ghost batch $k$ of consecutive examples is normalized with its own
+    statistics (see `ghost_moments`):
+    $y=\\gamma_c(x-\\mu_{k,c})/\\sqrt{\\sigma^2_{k,c}+\\epsilon}+\\beta_c$.
+    The statistics returned for the moving averages are the ghost means and
+    ghost variances averaged with weights $n_k/N$ (the tf-keras convention,
+    one update per step; for equal ghosts the plain mean).
+
+    Args:
+        x: tensor of rank >= 2.
+        gamma: optional `(C,)` scale (`None`: 1).
+        beta: optional `(C,)` shift (`None`: 0).
+        axis: int, the channel axis (not 0).
+        epsilon: float.
+        virtual_batch_size: positive int $B'$; $B' \\ge N$ is plain BN.
+
+    Returns:
+        `(y, mean, variance)` with `(C,)` statistics, in float32 or wider.
+    """
+    owner = "keras_norms.ops.ghost_batch_norm"
+    _validate_virtual_batch_size(virtual_batch_size, owner)
+    x = _stats.upcast(x)
+    ndim = len(x.shape)
+    axis = _stats.canonical_axis(axis, ndim, owner)
+    if x.shape[0] is not None and x.shape[0] <= virtual_batch_size:
+        return batch_norm(x, gamma, beta, axis, epsilon)
+    channels = x.shape[axis]
+    ghosts, valid, counts, batch = _split_ghosts(x, virtual_batch_size)
+    mean, variance = _stats.moments(
+        ghosts, _ghost_axes(ndim, axis), keepdims=True, mask=valid
+    )
+    # gamma/beta broadcast over the (K, B', ...) view: channel axis moves by 1.
+    vec_shape = _stats.broadcast_shape(ndim + 1, axis + 1, channels)
+    g = None if gamma is None else ops.reshape(gamma, vec_shape)
+    b = None if beta is None else ops.reshape(beta, vec_shape)
+    y = _affine(ghosts, mean, variance, g, b, epsilon)
+    y = ops.reshape(y, [-1] + list(ops.shape(x)[1:]))
+    if valid is not None:
+        y = y[:batch]
+    weights = ops.expand_dims(counts / ops.sum(counts), -1)
+    batch_mean = ops.sum(weights * ops.reshape(mean, (-1, channels)), axis=0)
+    batch_variance = ops.sum(weights * ops.reshape(variance, (-1, channels)), axis=0)
+    return y, batch_mean, batch_variance
+
+
+def _batch_norm_inference_reference(
+    x, mean, variance, gamma, beta, axis=-1, epsilon=1e-3, example_weight=0.0
+):
+    x = _stats.upcast(x)
+    ndim = len(x.shape)
+    axis = _stats.canonical_axis(axis, ndim, "keras_norms.ops.batch_norm_inference")
+    channels = x.shape[axis]
+
+    def vec(v):
+        return _channels_vector(v, ndim, axis, channels)
+
+    pop_mean, pop_variance = vec(mean), vec(variance)
+    if example_weight == 0:
+        return _affine(x, pop_mean, pop_variance, vec(gamma), vec(beta), epsilon)
+    alpha = example_weight
+    spatial = [i for i in range(ndim) if i not in (0, axis)]
+    if spatial:
+        own_mean, own_variance = _stats.moments(x, spatial, keepdims=True)
+    else:  # (N, C): the example's own moments are x and x**2.
+        own_mean, own_variance = x, ops.zeros_like(x)
+    mixed_mean = alpha * own_mean + (1.0 - alpha) * pop_mean
+    # Equals alpha*E_i[x^2] + (1-alpha)*(var + mean^2) - mixed_mean^2, written
+    # as a sum of non-negative terms so float32 cannot cancel below zero.
+    mixed_variance = (
+        alpha * own_variance
+        + (1.0 - alpha) * pop_variance
+        + alpha * (1.0 - alpha) * ops.square(own_mean - pop_mean)
+    )
+    mixed_variance = ops.maximum(mixed_variance, 0.0)
+    return _affine(x, mixed_mean, mixed_variance, vec(gamma), vec(beta), epsilon)
+
+
+def batch_norm_inference(
+    x, mean, variance, gamma=None, beta=None, axis=-1, epsilon=1e-3, example_weight=0.0
+):
+    """Batch normalization in inference mode, with optional example weighing.
+
+    With $\\alpha$ = `example_weight`, example $i$ is normalized with a convex
+    mix of its own first and second moments ($s^{(1)}_i, s^{(2)}_i$ over every
+    axis except the batch and channel axes) and the population ones:
+
+    $$\\tilde\\mu_i=\\alpha s^{(1)}_i+(1-\\alpha)\\mu,\\qquad
+      \\tilde\\sigma^2_i=\\max\\big(\\alpha s^{(2)}_i+(1-\\alpha)(\\sigma^2+\\mu^2)
+      -\\tilde\\mu_i^2,\\;0\\big)$$
+
+    $$y_i=\\gamma\\frac{x_i-\\tilde\\mu_i}{\\sqrt{\\tilde\\sigma^2_i+\\epsilon}}+\\beta$$
+
+    The mixed variance is computed in the equal, cancellation-free form
+    $\\alpha v_i+(1-\\alpha)\\sigma^2+\\alpha(1-\\alpha)(s^{(1)}_i-\\mu)^2$
+    ($v_i$ the example's own variance), clamped at 0. $\\alpha=0$ is plain BN
+    inference. Each example's output depends on no other example.
+
+    Args:
+        x: tensor of rank >= 2.
+        mean: `(C,)` population mean (the moving mean).
+        variance: `(C,)` population variance (the moving variance).
+        gamma: optional `(C,)` scale (`None`: 1).
+        beta: optional `(C,)` shift (`None`: 0).
+        axis: int, the channel axis.
+        epsilon: float.
+        example_weight: Python float $\\alpha$ in [0, 1].
+
+    Returns:
+        The output, in float32 or wider.
+    """
+    return dispatch(
+        "batch_norm_inference",
+        _batch_norm_inference_reference,
+        x,
+        mean,
+        variance,
+        gamma,
+        beta,
+        axis,
+        epsilon,
+        example_weight,
+    )
+
+
+def renorm_correction(mean, variance, renorm_mean, renorm_stddev, epsilon, renorm_clipping=None):
+    """Batch Renormalization's corrections $r$ and $d$ (stop-gradient).
+
+    $$\\sigma_B=\\sqrt{\\sigma^2_B+\\epsilon},\\quad
+      r=\\operatorname{clip}_{[r_{min},r_{max}]}\\frac{\\sigma_B}{\\hat\\sigma},\\quad
+      d=\\operatorname{clip}_{[-d_{max},d_{max}]}\\frac{\\mu_B-\\hat\\mu}{\\hat\\sigma}$$
+
+    with $\\hat\\mu$ = `renorm_mean` and $\\hat\\sigma$ = `renorm_stddev`
+    floored at $\\sqrt\\epsilon$, as in Keras >= 3.14. A missing clipping key
+    means no bound on that side.
+
+    Args:
+        mean: batch mean, any shape broadcastable with the others.
+        variance: batch variance.
+        renorm_mean: the renorm moving mean.
+        renorm_stddev: the renorm moving standard deviation.
+        epsilon: float.
+        renorm_clipping: optional dict with keys among `rmin`, `rmax`, `dmax`.
+
+    Returns:
+        `(r, d)`, both wrapped in `stop_gradient`.
+    """
+    clipping = renorm_clipping or {}
+    stddev = ops.sqrt(variance + epsilon)
+    floor = ops.sqrt(ops.cast(epsilon, stddev.dtype))
+    renorm_stddev = ops.maximum(ops.cast(renorm_stddev, stddev.dtype), floor)
+    renorm_mean = ops.cast(renorm_mean, stddev.dtype)
+    r = stddev / renorm_stddev
+    d = (mean - renorm_mean) / renorm_stddev
+    if clipping.get("rmin") is not None:
+        r = ops.maximum(r, clipping["rmin"])
+    if clipping.get("rmax") is not None:
+        r = ops.minimum(r, clipping["rmax"])
+    if clipping.get("dmax") is not None:
+        d = ops.clip(d, -clipping["dmax"], clipping["dmax"])
+    return ops.stop_gradient(r), ops.stop_gradient(d)
+
+
+def batch_renorm(
+    x,
+    gamma,
+    beta,
+    renorm_mean,
+    renorm_stddev,
+    axis=-1,
+    epsilon=1e-3,
+    renorm_clipping=None,
+    mask=None,
+):
+    """Batch Renormalization in training mode (Ioffe, 2017).
+
+    $$y=\\gamma\\Big(\\frac{x-\\mu_B}{\\sqrt{\\sigma^2_B+\\epsilon}}\\,r+d\\Big)+\\beta$$
+
+    with $r, d$ from `renorm_correction`, composed into the affine as
+    $\\gamma'=r\\gamma$, $\\beta'=d\\gamma+\\beta$ (Keras >= 3.14 semantics).
+
+    Args:
+        x: tensor of rank >= 2.
+        gamma: optional `(C,)` scale (`None`: 1).
+        beta: optional `(C,)` shift (`None`: 0).
+        renorm_mean: `(C,)` renorm moving mean.
+        renorm_stddev: `(C,)` renorm moving standard deviation.
+        axis: int, the channel axis.
+        epsilon: float.
+        renorm_clipping: optional dict with keys among `rmin`, `rmax`, `dmax`.
+        mask: optional boolean mask of rank `ndim - 1` (see `batch_norm`).
+
+    Returns:
+        `(y, mean, variance)` with the `(C,)` batch statistics.
+    """
+    x = _stats.upcast(x)
+    ndim = len(x.shape)
+    axis = _stats.canonical_axis(axis, ndim, "keras_norms.ops.batch_renorm")
+    mean, variance = _stats.moments(
+        x, _stats.reduction_axes(ndim, axis), mask=_broadcast_mask(mask, x)
+    )
+    r, d = renorm_correction(mean, variance, renorm_mean, renorm_stddev, epsilon, renorm_clipping)
+    scale = r if gamma is None else r * gamma
+    shift = d if gamma is None else d * gamma
+    if beta is not None:
+        shift = shift + beta
+    return normalize(x, mean, variance, scale, shift, axis, epsilon), mean, variance
