@@ -26,14 +26,13 @@ def _as_channels_second(x, axis):
 
 
 def _prepare(x, axis):
-    """Checks the static conditions shared by the batch-norm kernels."""
+    """Checks the static conditions shared by the batch-norm kernels.
+
+    The public ops hand kernels a validated, non-negative `axis`.
+    """
     if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
         return None, None
-    ndim = x.dim()
-    if ndim < 2:
-        return None, None
-    axis = axis % ndim if -ndim <= axis < ndim else None
-    if axis is None:
+    if x.dim() < 2:
         return None, None
     return _as_channels_second(x, axis), axis
 

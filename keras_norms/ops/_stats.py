@@ -10,19 +10,29 @@ The numerical contract (spec §1.4):
 * `keras.ops.moments` is not used: it is one-pass and unclamped on torch.
 """
 
+from keras import KerasTensor
 from keras import backend
 from keras import ops
 
 
 def statistics_dtype(dtype):
-    """The dtype statistics are computed in: at least float32."""
-    return backend.result_type(dtype, "float32")
+    """The dtype statistics are computed in: float64 for float64, else float32."""
+    return "float64" if backend.standardize_dtype(dtype) == "float64" else "float32"
 
 
 def upcast(x):
-    """Casts `x` to `statistics_dtype(x.dtype)` (a no-op when already there)."""
+    """`x` as a tensor in `statistics_dtype(x.dtype)` (no copy when already there)."""
+    if not isinstance(x, KerasTensor) and not ops.is_tensor(x):
+        x = ops.convert_to_tensor(x, dtype=getattr(x, "dtype", None))
     dtype = statistics_dtype(x.dtype)
     return x if backend.standardize_dtype(x.dtype) == dtype else ops.cast(x, dtype)
+
+
+def like(v, x):
+    """`v` (array, tensor or `None`) as a tensor of `x`'s dtype, for vectors."""
+    if v is None or isinstance(v, KerasTensor):
+        return v
+    return ops.cast(v, x.dtype)
 
 
 def canonical_axis(axis, ndim, owner="keras_norms"):
@@ -62,6 +72,15 @@ def broadcast_shape(ndim, axis, channels):
     return shape
 
 
+def _count(x, axes):
+    """Number of elements reduced over `axes` (an int, or a tensor when traced)."""
+    shape = ops.shape(x)
+    count = 1
+    for axis in axes:
+        count = count * shape[axis]
+    return count
+
+
 def moments(x, axes, keepdims=False, mask=None):
     """Mean and biased variance over `axes`, two-pass, in float32 or wider.
 
@@ -83,8 +102,10 @@ def moments(x, axes, keepdims=False, mask=None):
     x = upcast(x)
     axes = list(axes)
     if mask is None:
-        mean = ops.mean(x, axis=axes, keepdims=True)
-        variance = ops.mean(ops.square(x - mean), axis=axes, keepdims=True)
+        # Sums over a count, not ops.mean: Keras's torch mean runs float64 in float32.
+        count = ops.cast(_count(x, axes), x.dtype)
+        mean = ops.sum(x, axis=axes, keepdims=True) / count
+        variance = ops.sum(ops.square(x - mean), axis=axes, keepdims=True) / count
     else:
         weights = ops.cast(ops.broadcast_to(mask, ops.shape(x)), x.dtype)
         count = ops.sum(weights, axis=axes, keepdims=True)

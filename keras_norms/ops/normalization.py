@@ -10,6 +10,7 @@ Statistics are computed in float32 or wider (see `_stats`); results come back
 in that dtype and the caller casts them to its compute dtype.
 """
 
+from keras import KerasTensor
 from keras import ops
 
 from keras_norms._backends import dispatch
@@ -69,7 +70,7 @@ def normalize(x, mean, variance, gamma=None, beta=None, axis=-1, epsilon=1e-3):
     channels = x.shape[axis]
 
     def vec(v):
-        return _channels_vector(v, ndim, axis, channels)
+        return _channels_vector(_stats.like(v, x), ndim, axis, channels)
 
     return _affine(x, vec(mean), vec(variance), vec(gamma), vec(beta), epsilon)
 
@@ -123,6 +124,11 @@ def batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, mask=None):
         `(y, mean, variance)`: the output and the `(C,)` batch statistics, in
         float32 or wider.
     """
+    x = _stats.upcast(x)
+    axis = _stats.canonical_axis(axis, len(x.shape), "keras_norms.ops.batch_norm")
+    gamma, beta = _stats.like(gamma, x), _stats.like(beta, x)
+    if mask is not None and not isinstance(mask, KerasTensor):
+        mask = ops.convert_to_tensor(mask)
     return dispatch(
         "batch_norm", _batch_norm_reference, x, gamma, beta, axis, epsilon, mask
     )
@@ -242,6 +248,7 @@ def ghost_batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, virtual_ba
     if x.shape[0] is not None and x.shape[0] <= virtual_batch_size:
         return batch_norm(x, gamma, beta, axis, epsilon)
     channels = x.shape[axis]
+    gamma, beta = _stats.like(gamma, x), _stats.like(beta, x)
     ghosts, valid, counts, batch = _split_ghosts(x, virtual_batch_size)
     mean, variance = _stats.moments(
         ghosts, _ghost_axes(ndim, axis), keepdims=True, mask=valid
@@ -325,6 +332,9 @@ def batch_norm_inference(
     Returns:
         The output, in float32 or wider.
     """
+    x = _stats.upcast(x)
+    axis = _stats.canonical_axis(axis, len(x.shape), "keras_norms.ops.batch_norm_inference")
+    mean, variance, gamma, beta = (_stats.like(v, x) for v in (mean, variance, gamma, beta))
     return dispatch(
         "batch_norm_inference",
         _batch_norm_inference_reference,
@@ -410,6 +420,7 @@ def batch_renorm(
         `(y, mean, variance)` with the `(C,)` batch statistics.
     """
     x = _stats.upcast(x)
+    gamma, beta = _stats.like(gamma, x), _stats.like(beta, x)
     ndim = len(x.shape)
     axis = _stats.canonical_axis(axis, ndim, "keras_norms.ops.batch_renorm")
     mean, variance = _stats.moments(
