@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The whole test matrix, from nothing: set-up, one pytest process per backend
+# (TensorFlow, JAX, PyTorch, one after another), the cross-backend phases
+# (.keras files loaded across backends, outputs compared pairwise), and the
+# docs build (`mkdocs build --strict`). Exits non-zero if any step fails.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup_env.sh || exit 1
+
+export KERAS_NORMS_PARITY_DIR="$PWD/.parity"
+rm -rf "$KERAS_NORMS_PARITY_DIR" .reports
+mkdir -p .reports
+status=0
+start=$SECONDS
+
+run() {  # run NAME CMD...: a step, its time, and its pass/fail
+  local name=$1; shift
+  local t=$SECONDS
+  echo; echo "=== $name"
+  "$@" || { echo "=== $name FAILED"; status=1; }
+  echo "=== $name took $((SECONDS - t)) s"
+}
+
+for backend in tensorflow jax torch; do
+  run "pytest, KERAS_BACKEND=$backend" env KERAS_BACKEND=$backend \
+    "$PY" -m pytest tests -q -p no:cacheprovider --junitxml=".reports/$backend.xml"
+done
+for backend in tensorflow jax torch; do
+  run "load .keras files saved by the other backends, KERAS_BACKEND=$backend" \
+    env KERAS_BACKEND=$backend KERAS_NORMS_PARITY_PHASE=1 \
+    "$PY" -m pytest tests/parity/test_load_other_backends.py -q -p no:cacheprovider \
+    --junitxml=".reports/load-$backend.xml"
+done
+run "compare outputs across backends" env KERAS_BACKEND=numpy KERAS_NORMS_PARITY_PHASE=1 \
+  "$PY" -m pytest tests/parity/test_compare_backends.py -q -s -p no:cacheprovider \
+  --junitxml=".reports/compare.xml"
+run "docs: mkdocs build --strict" bash -c \
+  "bash docs/scripts/fetch_katex.sh && '$PY' -m mkdocs build --strict -q && test -f site/assets/vendor/katex/katex.min.js"
+
+echo
+"$PY" - <<'PYEOF'
+import glob, xml.etree.ElementTree as ET
+total = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+for path in sorted(glob.glob(".reports/*.xml")):
+    suite = ET.parse(path).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    for key in total:
+        total[key] += int(suite.get(key, 0))
+failed = total["failures"] + total["errors"]
+passed = total["tests"] - failed - total["skipped"]
+print(f"matrix: {passed} passed, {failed} failed, {total['skipped']} skipped")
+PYEOF
+echo "total time $((SECONDS - start)) s; status $status"
+exit $status
