@@ -1,0 +1,26 @@
+"""The examples run end to end: each one's `--smoke` mode, in a subprocess."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_quickstart_smoke(tmp_path):
+    output = tmp_path / "quickstart.keras"
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "quickstart.py"), "--smoke", "--output", str(output)],
+        cwd=EXAMPLES.parent,
+        env=os.environ.copy(),  # the same KERAS_BACKEND as this run
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    match = re.search(r"^test accuracy: (\d+\.\d+)$", result.stdout, re.MULTILINE)
+    assert match, result.stdout[-2000:]
+    assert 0.0 <= float(match.group(1)) <= 1.0
+    assert output.is_file()
