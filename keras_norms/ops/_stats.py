@@ -105,13 +105,16 @@ def moments(x, axes, keepdims=False, mask=None):
         # Sums over a count, not ops.mean: Keras's torch mean runs float64 in float32.
         count = ops.cast(_count(x, axes), x.dtype)
         mean = ops.sum(x, axis=axes, keepdims=True) / count
-        variance = ops.sum(ops.square(x - mean), axis=axes, keepdims=True) / count
+        # d(variance)/d(mean) = -2 * sum(x - mean) / count = 0 exactly, so the
+        # mean is frozen here: the same gradients, one full-size reduction less
+        # in the backward pass (as tf.nn.moments does).
+        variance = ops.sum(ops.square(x - ops.stop_gradient(mean)), axis=axes, keepdims=True) / count
     else:
         weights = ops.cast(ops.broadcast_to(mask, ops.shape(x)), x.dtype)
         count = ops.sum(weights, axis=axes, keepdims=True)
         safe_count = ops.maximum(count, 1.0)
         mean = ops.sum(x * weights, axis=axes, keepdims=True) / safe_count
-        deviation = (x - mean) * weights
+        deviation = (x - ops.stop_gradient(mean)) * weights  # zero gradient, as above
         variance = ops.sum(ops.square(deviation), axis=axes, keepdims=True)
         variance = variance / safe_count
     if not keepdims:

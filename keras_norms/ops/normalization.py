@@ -39,8 +39,16 @@ def _affine(x, mean, variance, gamma, beta, epsilon):
     scale = ops.rsqrt(variance + epsilon)
     if gamma is not None:
         scale = scale * gamma
-    y = (x - mean) * scale
-    return y if beta is None else y + beta
+    # The gradient to `mean` of `(x - mean) * scale` is `-scale * sum(dy)`, but
+    # autodiff (and XLA) computes it as a full-size `sum(dy * scale)`. Centre
+    # on a frozen mean and route the mean's gradient through the per-channel
+    # shift instead: `mean - frozen` is exactly 0, so the values are unchanged,
+    # and `sum(dy)` is shared with the gradient of `beta`.
+    frozen = ops.stop_gradient(mean)
+    shift = (frozen - mean) * scale
+    if beta is not None:
+        shift = shift + beta
+    return (x - frozen) * scale + shift
 
 
 def normalize(x, mean, variance, gamma=None, beta=None, axis=-1, epsilon=1e-3):

@@ -1,0 +1,368 @@
+"""Batch-Group normalization (the Four Things BN/GN combination) as functions.
+
+Summers & Dinneen, "Four Things Everyone Should Know to Improve Batch
+Normalization", ICLR 2020 (item (d); official code:
+github.com/ceciliaresearch/four_things_batch_norm, whose docstring calls it
+"Batch/Group Normalization Generalization").
+
+Each batch is split into example groups of $E$ **consecutive** examples and
+the channels into $G$ groups of $C_g = C/G$ **consecutive** channels; every
+(example group, channel group) cell is normalized with its own statistics
+over its examples, its channels and all spatial positions. $E=1$ is group
+normalization, $C_g=1$ with $E\\ge N$ batch normalization, $C_g=1$ with
+$E<N$ ghost batch normalization.
+
+Written once in `keras.ops`; a backend may replace the ops called through
+`dispatch` by a fused kernel (`keras_norms/_backends/`), which must give the
+same outputs and gradients. Statistics are computed in float32 or wider (see
+`_stats`); results come back in that dtype and the caller casts them.
+
+Shapes: `x` has any rank >= 2 with the batch on axis 0 and channels on `axis`
+(rank 2: no spatial axes); per-channel vectors have shape `(C,)`. The channel
+axis is reshaped in place into `(G, C_g)` and the batch axis into
+`(K, E)`, so no transpose is ever made.
+"""
+
+from keras import ops
+
+from keras_norms._backends import dispatch
+from keras_norms.ops import _stats
+from keras_norms.ops.normalization import _affine
+from keras_norms.ops.normalization import _split_ghosts
+
+
+def _resolve_groups(groups, channels, owner):
+    """The number of channel groups: `groups`, or `channels` for `groups=-1`.
+
+    Raises:
+        ValueError: if `groups` is not a positive int or -1, or does not
+            divide `channels`.
+    """
+    if isinstance(groups, bool) or not isinstance(groups, int) or (groups < 1 and groups != -1):
+        raise ValueError(
+            f"{owner}: `groups` must be a positive int or -1 (one channel per "
+            f"group), received groups={groups!r}."
+        )
+    if groups == -1:
+        return channels
+    if channels % groups:
+        raise ValueError(
+            f"{owner}: groups={groups} does not divide the {channels} "
+            "channels. Pass a divisor of the channel count (or -1 for one "
+            "channel per group)."
+        )
+    return groups
+
+
+def _validate_examples_per_group(examples_per_group, owner):
+    if (
+        isinstance(examples_per_group, bool)
+        or not isinstance(examples_per_group, int)
+        or examples_per_group < 1
+    ):
+        raise ValueError(
+            f"{owner}: `examples_per_group` must be a positive int, received "
+            f"examples_per_group={examples_per_group!r}."
+        )
+
+
+def _check_axis(axis, ndim, owner):
+    axis = _stats.canonical_axis(axis, ndim, owner)
+    if axis == 0:
+        raise ValueError(
+            f"{owner}: axis=0 is the batch axis, which example groups split. "
+            "Pass the channel axis (e.g. -1 or 1)."
+        )
+    return axis
+
+
+def _split_channels(shape, axis, groups):
+    """`shape` with the entry at `axis` replaced by `(groups, C // groups)`."""
+    shape = list(shape)
+    channels = shape[axis]
+    return shape[:axis] + [groups, channels // groups] + shape[axis + 1 :]
+
+
+def _group_vector(v, ndim, axis, groups):
+    """A `(C,)` vector shaped to broadcast along the `(G, C_g)` pair at `axis`.
+
+    `ndim` is the rank of the view the result broadcasts against.
+    """
+    if v is None:
+        return None
+    shape = [1] * ndim
+    shape[axis] = groups
+    shape[axis + 1] = -1
+    return ops.reshape(v, shape)
+
+
+def _cells(x, axis, groups, examples_per_group):
+    """The `(K, E, ..., G, C_g, ...)` view of `x` and what comes with it.
+
+    The batch axis becomes `(K, E)` (zero-padded with a validity mask when
+    `E` does not divide the batch, or the batch size is unknown: see
+    `_split_ghosts`) and the channel axis `(G, C_g)`. `E` is capped at the
+    batch size when that is static.
+
+    Returns:
+        `(view, valid, counts, batch, channel_axis, reduce_axes)`: `valid` is
+        `None` or a mask broadcastable to `view`; `counts` the `(K,)` number
+        of real examples per example group; `channel_axis` the position of
+        `G` in `view`; `reduce_axes` all axes but `K` and `G`.
+    """
+    ndim = len(x.shape)
+    if x.shape[0] is not None:
+        examples_per_group = max(1, min(examples_per_group, x.shape[0]))
+    ghosts, valid, counts, batch = _split_ghosts(x, examples_per_group)
+    g_axis = axis + 1  # the channel axis in the (K, E, ...) view
+    view = ops.reshape(ghosts, _split_channels(ops.shape(ghosts), g_axis, groups))
+    if valid is not None:
+        valid = ops.expand_dims(valid, -1)  # rank ndim + 2, like `view`
+    reduce_axes = [i for i in range(ndim + 2) if i not in (0, g_axis)]
+    return view, valid, counts, batch, g_axis, reduce_axes
+
+
+def _full_batch_moments(x, axis):
+    """Per-channel mean of `x` and of `x**2` over every axis but `axis`."""
+    axes = _stats.reduction_axes(len(x.shape), axis)
+    count = ops.cast(_stats._count(x, axes), x.dtype)
+    mean = ops.sum(x, axis=axes) / count
+    second_moment = ops.sum(ops.square(x), axis=axes) / count
+    return mean, second_moment
+
+
+def batch_group_moments(x, axis=-1, groups=32, examples_per_group=2):
+    """Means and biased variances of each (example group x channel group) cell.
+
+    The batch is split into $K=\\lceil N/E\\rceil$ groups of $E$ consecutive
+    examples (the last one smaller when $E$ does not divide $N$; $E$ is
+    capped at $N$) and the $C$ channels into $G$ groups of $C_g=C/G$
+    consecutive channels. For example group $e$ and channel group $g$, with
+    $\\mathcal S_{e,g}$ the examples of $e$, the channels of $g$ and all
+    spatial positions:
+
+    $$\\mu_{e,g}=\\operatorname{mean}_{\\mathcal S_{e,g}}x,\\qquad
+      \\sigma^2_{e,g}=\\operatorname{mean}_{\\mathcal S_{e,g}}(x-\\mu_{e,g})^2$$
+
+    two-pass, which equals the official code's
+    $\\operatorname{mean}_{\\mathcal S_{e,g}}x^2-\\mu^2_{e,g}$ up to round-off.
+
+    Args:
+        x: tensor of rank >= 2.
+        axis: int, the channel axis (not 0).
+        groups: positive int $G$ dividing the channel count, or -1 for one
+            channel per group.
+        examples_per_group: positive int $E$.
+
+    Returns:
+        `(mean, variance, counts)`: `(K, G)` statistics and the `(K,)` number
+        of examples in each example group, in float32 or wider.
+    """
+    owner = "keras_norms.ops.batch_group_moments"
+    _validate_examples_per_group(examples_per_group, owner)
+    x = _stats.upcast(x)
+    ndim = len(x.shape)
+    axis = _check_axis(axis, ndim, owner)
+    groups = _resolve_groups(groups, x.shape[axis], owner)
+    view, valid, counts, _, _, reduce_axes = _cells(x, axis, groups, examples_per_group)
+    mean, variance = _stats.moments(view, reduce_axes, mask=valid)
+    return mean, variance, counts
+
+
+def _batch_group_norm_reference(x, gamma, beta, axis, epsilon, groups, examples_per_group):
+    x = _stats.upcast(x)
+    view, valid, _, batch, g_axis, reduce_axes = _cells(x, axis, groups, examples_per_group)
+    mean, variance = _stats.moments(view, reduce_axes, keepdims=True, mask=valid)
+    rank = len(view.shape)
+    y = _affine(
+        view,
+        mean,
+        variance,
+        _group_vector(gamma, rank, g_axis, groups),
+        _group_vector(beta, rank, g_axis, groups),
+        epsilon,
+    )
+    y = ops.reshape(y, [-1] + list(ops.shape(x)[1:]))
+    if valid is not None:
+        y = y[:batch]
+    batch_mean, batch_second_moment = _full_batch_moments(x, axis)
+    return y, batch_mean, batch_second_moment
+
+
+def batch_group_norm(
+    x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32, examples_per_group=2
+):
+    """Batch-Group normalization in training mode.
+
+    Each (example group $e$ x channel group $g$) cell is normalized with its
+    own statistics (see `batch_group_moments`), with a per-channel affine:
+
+    $$y=\\gamma_c\\,\\frac{x-\\mu_{e,g}}{\\sqrt{\\sigma^2_{e,g}+\\epsilon}}+\\beta_c
+      \\quad (n\\in e,\\ c\\in g).$$
+
+    Gradients flow through the statistics. For the moving state the op also
+    returns the **full-batch** per-channel raw moments (the official code's
+    state holds $E[x]$ and $E[x^2]$, not a variance), over every axis except
+    the channel axis:
+
+    $$\\bar m^{(1)}_c=\\operatorname{mean}_{\\neg c}x,\\qquad
+      \\bar m^{(2)}_c=\\operatorname{mean}_{\\neg c}x^2 .$$
+
+    $E\\ge N$ with `groups=-1` is batch normalization; $E=1$ is group
+    normalization. The batch need not be a multiple of $E$ (the last example
+    group is smaller) and may be unknown while tracing.
+
+    Args:
+        x: tensor of rank >= 2.
+        gamma: optional `(C,)` scale (`None`: 1).
+        beta: optional `(C,)` shift (`None`: 0).
+        axis: int, the channel axis (not 0).
+        epsilon: float added to the variance inside the square root.
+        groups: positive int $G$ dividing the channel count, or -1 for one
+            channel per group.
+        examples_per_group: positive int $E$, capped at the batch size.
+
+    Returns:
+        `(y, mean, second_moment)`: the output and the `(C,)` full-batch
+        moments, in float32 or wider.
+
+    Raises:
+        ValueError: for a bad `axis`, `groups` or `examples_per_group`.
+    """
+    owner = "keras_norms.ops.batch_group_norm"
+    _validate_examples_per_group(examples_per_group, owner)
+    x = _stats.upcast(x)
+    axis = _check_axis(axis, len(x.shape), owner)
+    groups = _resolve_groups(groups, x.shape[axis], owner)
+    gamma, beta = _stats.like(gamma, x), _stats.like(beta, x)
+    # Kernels receive a non-negative axis and the resolved (positive) groups.
+    return dispatch(
+        "batch_group_norm",
+        _batch_group_norm_reference,
+        x,
+        gamma,
+        beta,
+        axis,
+        epsilon,
+        groups,
+        examples_per_group,
+    )
+
+
+def _batch_group_norm_inference_reference(
+    x, moving_mean, moving_second_moment, gamma, beta, axis, epsilon, groups, example_weight
+):
+    x = _stats.upcast(x)
+    ndim = len(x.shape)
+    rank = ndim + 1  # the (N, ..., G, C_g, ...) view
+    view = ops.reshape(x, _split_channels(ops.shape(x), axis, groups))
+    g, b = (_group_vector(v, rank, axis, groups) for v in (gamma, beta))
+    # Population moments of each channel group, from the per-channel state.
+    m1 = _group_vector(moving_mean, rank, axis, groups)
+    m2 = _group_vector(moving_second_moment, rank, axis, groups)
+    per_group = float(x.shape[axis] // groups)
+
+    def group_mean(v):  # a sum over a count: Keras's torch mean runs float64 in float32
+        return ops.sum(v, axis=axis + 1, keepdims=True) / per_group
+
+    pop_mean = group_mean(m1)
+    # mean_c(m2) - pop_mean**2 written as mean_c(m2 - m1**2) + mean_c((m1 -
+    # pop_mean)**2) (law of total variance over the group's channels): the
+    # spread of the channel means is a sum of squares, so the only difference
+    # of raw moments left is each channel's m2 - m1**2. That one cannot be
+    # avoided: the state holds raw moments, as in the official code.
+    pop_variance = group_mean(m2 - ops.square(m1)) + group_mean(ops.square(m1 - pop_mean))
+    alpha = example_weight
+    if alpha == 0:
+        mixed_mean, mixed_variance = pop_mean, pop_variance
+    else:
+        # The example's own group moments, over its group's channels and all
+        # spatial positions (two-pass; rank 2 with C_g = 1 gives x and 0).
+        own_axes = [i for i in range(rank) if i not in (0, axis)]
+        own_mean, own_variance = _stats.moments(view, own_axes, keepdims=True)
+        mixed_mean = alpha * own_mean + (1.0 - alpha) * pop_mean
+        # Equals alpha*S2 + (1-alpha)*M2 - mixed_mean**2 (the official moment
+        # mix), expanded into terms that are non-negative for a valid state,
+        # so float32 cannot cancel it below zero.
+        mixed_variance = (
+            alpha * own_variance
+            + (1.0 - alpha) * pop_variance
+            + alpha * (1.0 - alpha) * ops.square(own_mean - pop_mean)
+        )
+    mixed_variance = ops.maximum(mixed_variance, 0.0)
+    y = _affine(view, mixed_mean, mixed_variance, g, b, epsilon)
+    return ops.reshape(y, ops.shape(x))
+
+
+def batch_group_norm_inference(
+    x,
+    moving_mean,
+    moving_second_moment,
+    gamma=None,
+    beta=None,
+    axis=-1,
+    epsilon=1e-3,
+    groups=32,
+    example_weight=0.0,
+):
+    """Batch-Group normalization in inference mode, with example weighing.
+
+    The per-channel moving moments $\\bar m^{(1)}_c,\\bar m^{(2)}_c$ are
+    averaged over each channel group, $\\bar M^{(k)}_g=\\operatorname{mean}_{c\\in g}
+    \\bar m^{(k)}_c$, and mixed, with $\\alpha$ = `example_weight`, with the
+    example's own group moments $S^{(k)}_{n,g}$ (the mean of $x^k$ over the
+    group's channels and all spatial positions of example $n$):
+
+    $$\\tilde\\mu_{n,g}=(1-\\alpha)\\bar M^{(1)}_g+\\alpha S^{(1)}_{n,g},\\qquad
+      \\tilde\\sigma^2_{n,g}=\\max\\big((1-\\alpha)\\bar M^{(2)}_g+\\alpha S^{(2)}_{n,g}
+      -\\tilde\\mu^2_{n,g},\\;0\\big),$$
+
+    $$y=\\gamma_c\\,\\frac{x-\\tilde\\mu_{n,g}}{\\sqrt{\\tilde\\sigma^2_{n,g}+\\epsilon}}+\\beta_c .$$
+
+    The mixed variance is computed in the equal form
+    $(1-\\alpha)V_g+\\alpha v_{n,g}+\\alpha(1-\\alpha)(S^{(1)}_{n,g}-\\bar M^{(1)}_g)^2$,
+    with $v_{n,g}$ the example's own two-pass group variance and
+    $V_g=\\operatorname{mean}_{c\\in g}(\\bar m^{(2)}_c-(\\bar m^{(1)}_c)^2)
+    +\\operatorname{mean}_{c\\in g}(\\bar m^{(1)}_c-\\bar M^{(1)}_g)^2$ the
+    population group variance, then clamped at 0 (the official code does not
+    clamp). $\\alpha=1$ is the example's own group statistics: with
+    $E=1$ in training, exactly group normalization. Each example's output
+    depends on no other example.
+
+    Args:
+        x: tensor of rank >= 2.
+        moving_mean: `(C,)` population first moments $E[x]$.
+        moving_second_moment: `(C,)` population second moments $E[x^2]$.
+        gamma: optional `(C,)` scale (`None`: 1).
+        beta: optional `(C,)` shift (`None`: 0).
+        axis: int, the channel axis (not 0).
+        epsilon: float.
+        groups: positive int $G$ dividing the channel count, or -1.
+        example_weight: Python float $\\alpha$ in [0, 1].
+
+    Returns:
+        The output, in float32 or wider.
+
+    Raises:
+        ValueError: for a bad `axis` or `groups`.
+    """
+    owner = "keras_norms.ops.batch_group_norm_inference"
+    x = _stats.upcast(x)
+    axis = _check_axis(axis, len(x.shape), owner)
+    groups = _resolve_groups(groups, x.shape[axis], owner)
+    moving_mean, moving_second_moment, gamma, beta = (
+        _stats.like(v, x) for v in (moving_mean, moving_second_moment, gamma, beta)
+    )
+    return dispatch(
+        "batch_group_norm_inference",
+        _batch_group_norm_inference_reference,
+        x,
+        moving_mean,
+        moving_second_moment,
+        gamma,
+        beta,
+        axis,
+        epsilon,
+        groups,
+        example_weight,
+    )
