@@ -4,21 +4,39 @@ The whole public API:
 
 * Layers: `BatchNormalization` (Keras's, plus Ghost batches and inference
   example weighing), `GhostBatchNormalization`.
+* Training and inference utilities: `tune_inference_example_weight` (choose
+  the example weight on held-out data), `set_inference_example_weight`,
+  `BatchRenormSchedule` (a callback relaxing renorm's clipping).
+* Weight decay on gamma/beta: `DecayToward` (an L2 regularizer toward a
+  target, 1/2 convention), `add_gamma_beta_decay` (gamma toward 1, beta toward
+  0 on every normalization layer of a built model).
 * `keras_norms.ops`: the math of every layer as functions on `keras.ops`.
 * `keras_norms.config`: the switch for backend fast paths.
 """
 
 from keras_norms import config
 from keras_norms import ops
+from keras_norms.callbacks import BatchRenormSchedule
+from keras_norms.inference_weight import ExampleWeightSearch
+from keras_norms.inference_weight import set_inference_example_weight
+from keras_norms.inference_weight import tune_inference_example_weight
 from keras_norms.layers import BatchNormalization
 from keras_norms.layers import GhostBatchNormalization
+from keras_norms.regularizers import DecayToward
+from keras_norms.regularizers import add_gamma_beta_decay
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "BatchNormalization",
+    "BatchRenormSchedule",
+    "DecayToward",
+    "ExampleWeightSearch",
     "GhostBatchNormalization",
     "__version__",
+    "add_gamma_beta_decay",
     "config",
     "ops",
+    "set_inference_example_weight",
+    "tune_inference_example_weight",
 ]

@@ -6,10 +6,13 @@ has none). Each case gives:
 
 * `layer`, `kwargs`: how to build it; `input_shape`: a small channels-last
   input, batch included;
-* `oracle(x, weights, training, **kwargs) -> (y, new_state)`: the float64
-  NumPy reference from `tests/reference/` (written from the spec, not from the
-  package), where `weights` maps weight names to arrays and `new_state` maps
-  each non-trainable weight to its value after the call;
+* `oracle(x, weights, training, frozen_input=None, **kwargs) -> (y, new_state)`:
+  the float64 NumPy reference from `tests/reference/` (written from the spec,
+  not from the package), where `weights` maps weight names to arrays and
+  `new_state` maps each non-trainable weight to its value after the call;
+  `frozen_input`, used by the finite-difference gradient check, is the input
+  that quantities behind a stop-gradient are computed from (oracles without
+  such quantities ignore it);
 * `channel_kwarg`: the argument naming the channel axis (for the
   channels-first check);
 * `bad_arguments`: documented bad constructor arguments, each with the
@@ -55,6 +58,7 @@ def batch_norm_oracle(
     renorm_momentum=0.99,
     virtual_batch_size=None,
     inference_example_weight=0.0,
+    frozen_input=None,
     **_,
 ):
     gamma, beta = weights.get("gamma"), weights.get("beta")
@@ -72,8 +76,9 @@ def batch_norm_oracle(
         return y, {}
     if renorm:
         state = {k: weights[k] for k in _RENORM_STATE}
-        return ref.batch_renorm_train(
-            x, gamma, beta, state, axis, epsilon, momentum, renorm_momentum, renorm_clipping
+        return ref.ghost_batch_renorm_train(
+            x, gamma, beta, state, axis, epsilon, momentum, renorm_momentum, renorm_clipping, virtual_batch_size,
+            frozen_input,
         )
     y, mean, variance = ref.ghost_batch_norm_train(x, gamma, beta, axis, epsilon, virtual_batch_size)
     return y, {
@@ -93,7 +98,6 @@ _BN_BAD = (
     (dict(renorm=True, renorm_clipping={"rmax": 1.0, "bad": 2}), ValueError, r"`renorm_clipping`.*remove \['bad'\]"),
     (dict(renorm=True, renorm_clipping={"rmax": 0.5, "rmin": 1.0}), ValueError, r"rmax must be >= rmin"),
     (dict(synchronized=True), NotImplementedError, r"synchronized=True is not implemented"),
-    (dict(virtual_batch_size=4, renorm=True), NotImplementedError, r"virtual_batch_size together with renorm"),
 )
 
 CASES = (
@@ -124,6 +128,13 @@ CASES = (
         keras_norms.BatchNormalization,
         dict(renorm=True, renorm_clipping={"rmax": 1.5, "rmin": 0.8, "dmax": 0.5}, renorm_momentum=0.9),
         (8, 3, 3, 4),
+        batch_norm_oracle,
+    ),
+    Case(
+        "ghost_batch_renorm_uneven",
+        keras_norms.GhostBatchNormalization,
+        dict(virtual_batch_size=3, renorm=True, renorm_clipping={"rmax": 1.2, "dmax": 0.3}, momentum=0.9),
+        (7, 3, 2, 4),
         batch_norm_oracle,
     ),
     Case(

@@ -77,7 +77,8 @@ def test_gradients_match_finite_differences(case, training):
     w64 = f64(weights)
 
     def loss(x64, **replaced):
-        y, _ = case.oracle(x64, {**w64, **replaced}, training, **case.kwargs)
+        # Stop-gradient quantities (e.g. renorm's r, d) stay at the unperturbed input's values.
+        y, _ = case.oracle(x64, {**w64, **replaced}, training, frozen_input=x, **case.kwargs)
         return float(np.sum(y * upstream))
 
     assert_close(dx, numerical_gradient(loss, x.astype("float64")), err_msg="d/dx", **GRADIENT)

@@ -94,6 +94,10 @@ class BatchNormalization(keras.layers.Layer):
         gamma_constraint: optional constraint on `gamma`.
         renorm: bool, Batch Renormalization with Keras >= 3.14 semantics
             (extra weights `moving_stddev`, `renorm_mean`, `renorm_stddev`).
+            With `virtual_batch_size`, $r$ and $d$ are computed per ghost
+            batch against the shared renorm statistics, and the moving
+            statistics see the pooled ghost statistics. Relax the clipping
+            during training with `keras_norms.BatchRenormSchedule`.
             Defaults to False.
         renorm_clipping: optional dict with keys among `"rmax"`, `"rmin"`,
             `"dmax"`; a missing key means no bound. Captured when a train
@@ -132,8 +136,8 @@ class BatchNormalization(keras.layers.Layer):
     Raises:
         ValueError: for an invalid argument (named in the message) or an
             input whose channel axis is out of range or unknown.
-        NotImplementedError: for `virtual_batch_size` together with `renorm`,
-            `synchronized` or a `mask`, and for `synchronized=True`.
+        NotImplementedError: for `synchronized=True`, and for a `mask`
+            together with `virtual_batch_size` in training.
 
     Example:
 
@@ -270,12 +274,6 @@ class BatchNormalization(keras.layers.Layer):
                 "are planned). On TensorFlow, keras.layers.BatchNormalization"
                 "(synchronized=True) synchronizes meanwhile."
             )
-        if self.virtual_batch_size is not None and self.renorm:
-            raise NotImplementedError(
-                f"{type(self).__name__}: virtual_batch_size together with "
-                "renorm=True (Batch Renorm per ghost batch) is not implemented "
-                "yet. Use one of the two."
-            )
 
     # ----------------------------------------------------------------- state
     def build(self, input_shape):
@@ -356,17 +354,13 @@ class BatchNormalization(keras.layers.Layer):
                     "together with virtual_batch_size is not implemented yet."
                 )
             if self.renorm:
-                y, mean, variance = knops.batch_renorm(
-                    x,
-                    gamma,
-                    beta,
-                    self.renorm_mean,
-                    self.renorm_stddev,
-                    axis,
-                    self.epsilon,
-                    self.renorm_clipping,
-                    mask,
-                )
+                renorm_args = (gamma, beta, self.renorm_mean, self.renorm_stddev, axis, self.epsilon)
+                if self.virtual_batch_size is not None:
+                    y, mean, variance = knops.ghost_batch_renorm(
+                        x, *renorm_args, self.renorm_clipping, self.virtual_batch_size
+                    )
+                else:
+                    y, mean, variance = knops.batch_renorm(x, *renorm_args, self.renorm_clipping, mask)
                 self._update_renorm_statistics(mean, variance)
             else:
                 if self.virtual_batch_size is not None:

@@ -11,6 +11,7 @@ from keras_norms.ops.normalization import batch_norm
 from keras_norms.ops.normalization import batch_norm_inference
 from keras_norms.ops.normalization import batch_renorm
 from keras_norms.ops.normalization import ghost_batch_norm
+from keras_norms.ops.normalization import ghost_batch_renorm
 from keras_norms.ops.normalization import ghost_moments
 from keras_norms.ops.normalization import normalize
 from keras_norms.ops.normalization import renorm_correction
@@ -21,6 +22,7 @@ __all__ = [
     "batch_renorm",
     "canonical_axis",
     "ghost_batch_norm",
+    "ghost_batch_renorm",
     "ghost_moments",
     "moments",
     "normalize",

@@ -215,16 +215,46 @@ def ghost_moments(x, axis=-1, virtual_batch_size=1):
     x = _stats.upcast(x)
     ndim = len(x.shape)
     axis = _stats.canonical_axis(axis, ndim, owner)
-    ghosts, valid, counts, _ = _split_ghosts(x, virtual_batch_size)
-    mean, variance = _stats.moments(
-        ghosts, _ghost_axes(ndim, axis), keepdims=True, mask=valid
-    )
+    _, mean, variance, _, counts, _ = _ghost_statistics(x, axis, virtual_batch_size)
     channels = x.shape[axis]
     return (
         ops.reshape(mean, (-1, channels)),
         ops.reshape(variance, (-1, channels)),
         counts,
     )
+
+
+def _ghost_statistics(x, axis, virtual_batch_size):
+    """Splits `x` into ghosts and takes each ghost's per-channel moments.
+
+    Returns:
+        `(ghosts, mean, variance, valid, counts, batch)`, with `mean` and
+        `variance` shaped to broadcast over the `(K, B', ...)` ghosts.
+    """
+    ghosts, valid, counts, batch = _split_ghosts(x, virtual_batch_size)
+    mean, variance = _stats.moments(
+        ghosts, _ghost_axes(len(x.shape), axis), keepdims=True, mask=valid
+    )
+    return ghosts, mean, variance, valid, counts, batch
+
+
+def _ghost_vector(v, ndim, axis, channels):
+    """A `(C,)` vector shaped for the `(K, B', ...)` view (channels at axis+1)."""
+    return None if v is None else ops.reshape(v, _stats.broadcast_shape(ndim + 1, axis + 1, channels))
+
+
+def _merge_ghosts(y, x, valid, batch):
+    """The `(K, B', ...)` output back in `x`'s shape, padding removed."""
+    y = ops.reshape(y, [-1] + list(ops.shape(x)[1:]))
+    return y[:batch] if valid is not None else y
+
+
+def _pooled_ghost_statistics(mean, variance, counts, channels):
+    """Ghost means and variances averaged with weights `n_k / N`, as `(C,)`."""
+    weights = ops.expand_dims(counts / ops.sum(counts), -1)
+    pooled_mean = ops.sum(weights * ops.reshape(mean, (-1, channels)), axis=0)
+    pooled_variance = ops.sum(weights * ops.reshape(variance, (-1, channels)), axis=0)
+    return pooled_mean, pooled_variance
 
 
 def ghost_batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, virtual_batch_size=1):
@@ -257,22 +287,76 @@ def ghost_batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, virtual_ba
         return batch_norm(x, gamma, beta, axis, epsilon)
     channels = x.shape[axis]
     gamma, beta = _stats.like(gamma, x), _stats.like(beta, x)
-    ghosts, valid, counts, batch = _split_ghosts(x, virtual_batch_size)
-    mean, variance = _stats.moments(
-        ghosts, _ghost_axes(ndim, axis), keepdims=True, mask=valid
+    ghosts, mean, variance, valid, counts, batch = _ghost_statistics(x, axis, virtual_batch_size)
+    g = _ghost_vector(gamma, ndim, axis, channels)
+    b = _ghost_vector(beta, ndim, axis, channels)
+    y = _merge_ghosts(_affine(ghosts, mean, variance, g, b, epsilon), x, valid, batch)
+    return (y,) + _pooled_ghost_statistics(mean, variance, counts, channels)
+
+
+def ghost_batch_renorm(
+    x,
+    gamma,
+    beta,
+    renorm_mean,
+    renorm_stddev,
+    axis=-1,
+    epsilon=1e-3,
+    renorm_clipping=None,
+    virtual_batch_size=1,
+):
+    """Batch Renormalization per ghost batch (training mode).
+
+    Each ghost batch $k$ gets its own corrections against the shared renorm
+    moving statistics (see `renorm_correction`),
+    $r_k=\\operatorname{clip}(\\sigma_k/\\hat\\sigma)$,
+    $d_k=\\operatorname{clip}((\\mu_k-\\hat\\mu)/\\hat\\sigma)$, and
+
+    $$y=\\gamma_c\\Big(\\frac{x-\\mu_{k,c}}{\\sqrt{\\sigma^2_{k,c}+\\epsilon}}\\,r_{k,c}+d_{k,c}\\Big)+\\beta_c .$$
+
+    The statistics returned for the moving averages are pooled as in
+    `ghost_batch_norm` (weights $n_k/N$).
+
+    Args:
+        x: tensor of rank >= 2.
+        gamma: optional `(C,)` scale (`None`: 1).
+        beta: optional `(C,)` shift (`None`: 0).
+        renorm_mean: `(C,)` renorm moving mean.
+        renorm_stddev: `(C,)` renorm moving standard deviation.
+        axis: int, the channel axis (not 0).
+        epsilon: float.
+        renorm_clipping: optional dict with keys among `rmin`, `rmax`, `dmax`.
+        virtual_batch_size: positive int $B'$; $B' \\ge N$ is plain renorm.
+
+    Returns:
+        `(y, mean, variance)` with the pooled `(C,)` statistics.
+    """
+    owner = "keras_norms.ops.ghost_batch_renorm"
+    _validate_virtual_batch_size(virtual_batch_size, owner)
+    x = _stats.upcast(x)
+    ndim = len(x.shape)
+    axis = _stats.canonical_axis(axis, ndim, owner)
+    if x.shape[0] is not None and x.shape[0] <= virtual_batch_size:
+        return batch_renorm(x, gamma, beta, renorm_mean, renorm_stddev, axis, epsilon, renorm_clipping)
+    channels = x.shape[axis]
+    gamma, beta = _stats.like(gamma, x), _stats.like(beta, x)
+    ghosts, mean, variance, valid, counts, batch = _ghost_statistics(x, axis, virtual_batch_size)
+    r, d = renorm_correction(
+        mean,
+        variance,
+        _ghost_vector(_stats.like(renorm_mean, x), ndim, axis, channels),
+        _ghost_vector(_stats.like(renorm_stddev, x), ndim, axis, channels),
+        epsilon,
+        renorm_clipping,
     )
-    # gamma/beta broadcast over the (K, B', ...) view: channel axis moves by 1.
-    vec_shape = _stats.broadcast_shape(ndim + 1, axis + 1, channels)
-    g = None if gamma is None else ops.reshape(gamma, vec_shape)
-    b = None if beta is None else ops.reshape(beta, vec_shape)
-    y = _affine(ghosts, mean, variance, g, b, epsilon)
-    y = ops.reshape(y, [-1] + list(ops.shape(x)[1:]))
-    if valid is not None:
-        y = y[:batch]
-    weights = ops.expand_dims(counts / ops.sum(counts), -1)
-    batch_mean = ops.sum(weights * ops.reshape(mean, (-1, channels)), axis=0)
-    batch_variance = ops.sum(weights * ops.reshape(variance, (-1, channels)), axis=0)
-    return y, batch_mean, batch_variance
+    g = _ghost_vector(gamma, ndim, axis, channels)
+    b = _ghost_vector(beta, ndim, axis, channels)
+    scale = r if g is None else r * g
+    shift = d if g is None else d * g
+    if b is not None:
+        shift = shift + b
+    y = _merge_ghosts(_affine(ghosts, mean, variance, scale, shift, epsilon), x, valid, batch)
+    return (y,) + _pooled_ghost_statistics(mean, variance, counts, channels)
 
 
 def _batch_norm_inference_reference(

@@ -5,6 +5,7 @@ from .batch_norm import (
     batch_norm_train,
     batch_renorm_train,
     ghost_batch_norm_train,
+    ghost_batch_renorm_train,
     initial_renorm_state,
     moving_average,
 )
@@ -13,6 +14,7 @@ from .gradcheck import numerical_gradient
 __all__ = [
     "batch_norm_train",
     "ghost_batch_norm_train",
+    "ghost_batch_renorm_train",
     "moving_average",
     "batch_norm_inference",
     "batch_renorm_train",

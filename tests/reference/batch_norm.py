@@ -22,6 +22,7 @@ __all__ = [
     "moving_average",
     "batch_norm_inference",
     "batch_renorm_train",
+    "ghost_batch_renorm_train",
     "initial_renorm_state",
 ]
 
@@ -169,7 +170,7 @@ def initial_renorm_state(moving_mean, moving_variance):
 
 
 def batch_renorm_train(x, gamma, beta, state, axis=-1, epsilon=1e-3, momentum=0.99, renorm_momentum=0.99,
-                       renorm_clipping=None):
+                       renorm_clipping=None, frozen_input=None):
     """One training step of Batch Renormalization, Keras >= 3.14 semantics (§14.1, §14.4).
 
     ``state`` holds (C,) arrays ``moving_mean, moving_variance, moving_stddev, renorm_mean, renorm_stddev``.
@@ -182,6 +183,8 @@ def batch_renorm_train(x, gamma, beta, state, axis=-1, epsilon=1e-3, momentum=0.
     * Updates use the old values: renorm_mean and renorm_stddev (unfloored) with ``renorm_momentum``;
       moving_mean and moving_stddev with ``momentum``; moving_variance = relu(moving_stddev**2 - eps) from the
       *new* moving_stddev (the old moving_variance is not read).
+    * ``frozen_input``: r and d are stop-gradiented, so for finite differences they must not move with ``x``;
+      when given, r and d are computed from the batch statistics of ``frozen_input`` instead of ``x``.
     """
     x = _f64(x)
     axis = _channel_axis(x, axis)
@@ -194,8 +197,9 @@ def batch_renorm_train(x, gamma, beta, state, axis=-1, epsilon=1e-3, momentum=0.
     mean, var = _moments(x, axis)
     stddev = np.sqrt(var + epsilon)
     s = np.maximum(old["renorm_stddev"], np.sqrt(epsilon))  # avoids dividing by ~0 early in training
-    r = stddev / s
-    d = (mean - old["renorm_mean"]) / s
+    corr_mean, corr_var = (mean, var) if frozen_input is None else _moments(_f64(frozen_input), axis)
+    r = np.sqrt(corr_var + epsilon) / s
+    d = (corr_mean - old["renorm_mean"]) / s
     if clip.get("rmin") is not None:
         r = np.maximum(r, clip["rmin"])
     if clip.get("rmax") is not None:
@@ -217,3 +221,36 @@ def batch_renorm_train(x, gamma, beta, state, axis=-1, epsilon=1e-3, momentum=0.
         "moving_variance": np.maximum(moving_stddev**2 - epsilon, 0.0),
     }
     return y, new_state
+
+
+def ghost_batch_renorm_train(x, gamma, beta, state, axis=-1, epsilon=1e-3, momentum=0.99, renorm_momentum=0.99,
+                             renorm_clipping=None, virtual_batch_size=None, frozen_input=None):
+    """Batch Renorm per ghost batch (decision box of §3 and §14): returns ``(y, new_state)``.
+
+    Every consecutive ghost is renormalized by ``batch_renorm_train`` against the *same* old state (its own
+    r_k, d_k). The state is then updated once, as one renorm step would be, from the ghost statistics pooled
+    with weights ``n_k / N`` (mean, and stddev = sqrt(pooled variance + eps)). ``frozen_input``: see
+    ``batch_renorm_train``.
+    """
+    x = _f64(x)
+    axis = _channel_axis(x, axis)
+    n = x.shape[0]
+    bv = n if virtual_batch_size is None else min(int(virtual_batch_size), n)
+    ys = []
+    for start in range(0, n, bv):
+        frozen = None if frozen_input is None else _f64(frozen_input)[start:start + bv]
+        y_k, _ = batch_renorm_train(x[start:start + bv], gamma, beta, state, axis, epsilon, momentum,
+                                    renorm_momentum, renorm_clipping, frozen)
+        ys.append(y_k)
+    _, mean, var = ghost_batch_norm_train(x, None, None, axis, epsilon, bv)
+    old = {k: _f64(state[k]) for k in _RENORM_KEYS}
+    stddev = np.sqrt(var + epsilon)
+    moving_stddev = moving_average(old["moving_stddev"], stddev, momentum)
+    new_state = {
+        "renorm_mean": moving_average(old["renorm_mean"], mean, renorm_momentum),
+        "renorm_stddev": moving_average(old["renorm_stddev"], stddev, renorm_momentum),
+        "moving_mean": moving_average(old["moving_mean"], mean, momentum),
+        "moving_stddev": moving_stddev,
+        "moving_variance": np.maximum(moving_stddev**2 - epsilon, 0.0),
+    }
+    return np.concatenate(ys, axis=0), new_state
