@@ -24,3 +24,26 @@ def test_quickstart_smoke(tmp_path):
     assert match, result.stdout[-2000:]
     assert 0.0 <= float(match.group(1)) <= 1.0
     assert output.is_file()
+
+
+def test_cifar100_four_things_smoke(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "cifar100_four_things.py"),
+            "--smoke",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        cwd=EXAMPLES.parent,
+        env=os.environ.copy(),  # the same KERAS_BACKEND as this run
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    # The table: `| (k) variant | test accuracy | alpha | train time |`, k = 1..4.
+    rows = re.findall(r"^\| \((\d)\) [^|]+\| ([^|]+) \|", result.stdout, re.MULTILINE)
+    assert [k for k, _ in rows] == ["1", "2", "3", "4"], result.stdout[-2000:]
+    for _, accuracy in rows:
+        assert 0.0 <= float(accuracy) <= 1.0
