@@ -3,7 +3,8 @@
 The whole public API:
 
 * Layers: `BatchNormalization` (Keras's, plus Ghost batches and inference
-  example weighing), `GhostBatchNormalization`.
+  example weighing), `GhostBatchNormalization`, `BatchGroupNormalization`
+  (the BN/GN combination for tiny batches).
 * Training and inference utilities: `tune_inference_example_weight` (choose
   the example weight on held-out data), `set_inference_example_weight`,
   `BatchRenormSchedule` (a callback relaxing renorm's clipping).
@@ -20,6 +21,7 @@ from keras_norms.callbacks import BatchRenormSchedule
 from keras_norms.inference_weight import ExampleWeightSearch
 from keras_norms.inference_weight import set_inference_example_weight
 from keras_norms.inference_weight import tune_inference_example_weight
+from keras_norms.layers import BatchGroupNormalization
 from keras_norms.layers import BatchNormalization
 from keras_norms.layers import GhostBatchNormalization
 from keras_norms.regularizers import DecayToward
@@ -28,6 +30,7 @@ from keras_norms.regularizers import add_gamma_beta_decay
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "BatchGroupNormalization",
     "BatchNormalization",
     "BatchRenormSchedule",
     "DecayToward",

@@ -24,6 +24,7 @@ from typing import Callable
 
 import keras_norms
 from tests import reference as ref
+from tests.reference.batch_group_norm import batch_group_norm_oracle
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +147,35 @@ CASES = (
         bad_arguments=(
             (dict(virtual_batch_size=None), ValueError, r"GhostBatchNormalization.*`virtual_batch_size` is required"),
         ),
+    ),
+    Case(
+        "batch_group_norm",
+        keras_norms.BatchGroupNormalization,
+        dict(groups=2, examples_per_group=2),
+        (6, 3, 3, 4),
+        batch_group_norm_oracle,
+        bad_arguments=(
+            (dict(groups=0), ValueError, r"BatchGroupNormalization.*`groups`=0.*positive int"),
+            (dict(examples_per_group=0), ValueError, r"`examples_per_group`=0.*positive int"),
+            (dict(inference_example_weight=1.5), ValueError, r"`inference_example_weight`=1.5.*\[0, 1\]"),
+            (dict(momentum=1.5), ValueError, r"`momentum`=1.5.*\[0, 1\]"),
+            (dict(epsilon=0.0), ValueError, r"`epsilon`=0.0.*positive float"),
+            (dict(axis=[1, 2]), ValueError, r"`axis`=\[1, 2\].*Pass one int"),
+        ),
+    ),
+    Case(
+        "batch_group_norm_uneven_one_channel_per_group",
+        keras_norms.BatchGroupNormalization,
+        dict(groups=-1),
+        (7, 4, 4),
+        batch_group_norm_oracle,
+    ),
+    Case(
+        "batch_group_norm_example_weight",
+        keras_norms.BatchGroupNormalization,
+        dict(groups=2, examples_per_group=3, momentum=0.9, inference_example_weight=0.5),
+        (7, 3, 2, 4),
+        batch_group_norm_oracle,
     ),
     Case(
         "ghost_batch_norm_sequence_unscaled",

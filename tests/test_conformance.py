@@ -33,6 +33,9 @@ def random_weights(layer, seed=SEED + 1):
         shape = tuple(w.shape)
         if "variance" in w.name or "stddev" in w.name or w.name == "gamma":
             value = rng.uniform(0.6, 1.6, size=shape)
+        elif "second_moment" in w.name:  # E[x^2] >= E[x]^2: a variance plus the mean's square
+            mean = values.get(w.name.replace("second_moment", "mean"), 0.0)
+            value = rng.uniform(0.6, 1.6, size=shape) + np.square(mean)
         else:
             value = rng.normal(size=shape) * 0.5
         values[w.name] = value.astype("float32")

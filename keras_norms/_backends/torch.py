@@ -11,6 +11,8 @@ Layout: channels-last input `(N, ..., C)` is viewed as `(M, C)` with
 import torch
 import torch.nn.functional as F
 
+from keras_norms._backends.torch_group import batch_group_norm  # noqa: F401  (re-exported kernel)
+
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 

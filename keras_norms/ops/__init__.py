@@ -7,6 +7,9 @@ TensorFlow, JAX or PyTorch.
 
 from keras_norms.ops._stats import canonical_axis
 from keras_norms.ops._stats import moments
+from keras_norms.ops.group import batch_group_moments
+from keras_norms.ops.group import batch_group_norm
+from keras_norms.ops.group import batch_group_norm_inference
 from keras_norms.ops.normalization import batch_norm
 from keras_norms.ops.normalization import batch_norm_inference
 from keras_norms.ops.normalization import batch_renorm
@@ -17,6 +20,9 @@ from keras_norms.ops.normalization import normalize
 from keras_norms.ops.normalization import renorm_correction
 
 __all__ = [
+    "batch_group_moments",
+    "batch_group_norm",
+    "batch_group_norm_inference",
     "batch_norm",
     "batch_norm_inference",
     "batch_renorm",

@@ -1,0 +1,354 @@
+"""BatchGroupNormalization: the Four Things BN/GN combination for tiny batches.
+
+References:
+    Summers & Dinneen, "Four Things Everyone Should Know to Improve Batch
+    Normalization", ICLR 2020, item (d) (official code:
+    github.com/ceciliaresearch/four_things_batch_norm, whose docstring calls
+    it "Batch/Group Normalization Generalization").
+    Wu & He, "Group Normalization", ECCV 2018.
+
+Not to be confused with Zhou et al.'s unrelated 2020 paper "Batch Group
+Normalization".
+"""
+
+import math
+
+import keras
+from keras import constraints
+from keras import initializers
+from keras import ops
+from keras import regularizers
+
+from keras_norms.ops import _stats
+from keras_norms.ops import group as group_ops
+
+
+@keras.saving.register_keras_serializable(package="keras_norms")
+class BatchGroupNormalization(keras.layers.Layer):
+    """Batch-Group normalization: group norm pooled over a few examples.
+
+    The Four Things BN/GN combination for very small batches. In training,
+    the batch is split into example groups of `examples_per_group` ($E$)
+    **consecutive** examples and the channels into `groups` ($G$) groups of
+    $C_g=C/G$ consecutive channels; each (example group $e$ x channel group
+    $g$) cell is normalized with its own statistics over its examples, its
+    channels and all spatial positions, with a **per-channel** affine:
+
+    $$\\mu_{e,g}=\\operatorname{mean}_{\\mathcal S_{e,g}}x,\\quad
+      \\sigma^2_{e,g}=\\operatorname{mean}_{\\mathcal S_{e,g}}(x-\\mu_{e,g})^2,\\quad
+      y=\\gamma_c\\frac{x-\\mu_{e,g}}{\\sqrt{\\sigma^2_{e,g}+\\epsilon}}+\\beta_c .$$
+
+    $E$ is capped at the batch size; when $E$ does not divide the batch the
+    trailing examples form a smaller last example group. Special cases:
+    $E=1$ is group normalization, so **batch size 1 (or
+    `examples_per_group=1`) trains exactly as `keras.layers.GroupNormalization`**;
+    `groups=-1` with $E\\ge N$ is batch normalization.
+
+    **Moving state.** As in the official code the state holds raw moments,
+    not a variance: `moving_mean` $\\bar m^{(1)}_c$ and
+    `moving_second_moment` $\\bar m^{(2)}_c$, updated once per training step
+    from the **full-batch** per-channel averages of $x$ and $x^2$ (over
+    every axis except `axis`): $\\bar m^{(k)}\\leftarrow\\rho\\,\\bar m^{(k)}
+    +(1-\\rho)\\operatorname{mean}(x^k)$.
+
+    **Inference.** The moving moments are averaged over each channel group,
+    $\\bar M^{(k)}_g$, and mixed with example $n$'s own group moments
+    $S^{(k)}_{n,g}$ (the mean of $x^k$ over the group's channels and all
+    spatial positions) by $\\alpha$ = `inference_example_weight`:
+
+    $$\\tilde\\mu_{n,g}=(1-\\alpha)\\bar M^{(1)}_g+\\alpha S^{(1)}_{n,g},\\quad
+      \\tilde\\sigma^2_{n,g}=\\max\\big((1-\\alpha)\\bar M^{(2)}_g+\\alpha S^{(2)}_{n,g}
+      -\\tilde\\mu^2_{n,g},0\\big),\\quad
+      y=\\gamma_c\\frac{x-\\tilde\\mu_{n,g}}{\\sqrt{\\tilde\\sigma^2_{n,g}+\\epsilon}}+\\beta_c .$$
+
+    With the default $\\alpha=0$ (as in the official code) even $E=1$ uses
+    population statistics at inference, which is **not** group
+    normalization: standard GN at test time needs
+    `inference_example_weight=1` together with `examples_per_group=1`.
+
+    Statistics are computed in float32 (float64 stays float64) with a
+    two-pass variance in training and a cancellation-safe, clamped mix at
+    inference; the output is cast to the layer's compute dtype.
+
+    Args:
+        groups: int, the number of channel groups $G$; must divide the
+            channel count. -1 means one channel per group (as in
+            `keras.layers.GroupNormalization`). Defaults to 32.
+        examples_per_group: positive int $E$, the number of consecutive
+            examples pooled into each training statistic; capped at the
+            batch size. Defaults to 2.
+        axis: int, the channel axis (negative or positive, not 0). Defaults
+            to -1.
+        momentum: float in [0, 1], weight of the old value in the moving
+            averages (the official `moving_average_decay`; PyTorch's
+            `momentum=0.1` is Keras's 0.9). Defaults to 0.99.
+        epsilon: float > 0 added to the variance inside the square root.
+            Defaults to 1e-3 (as Keras GroupNormalization; the official code
+            uses 1e-5).
+        center: bool, whether to add the offset `beta`. Defaults to True.
+        scale: bool, whether to multiply by `gamma`. Defaults to True.
+        beta_initializer: initializer of `beta`. Defaults to `"zeros"`.
+        gamma_initializer: initializer of `gamma`. Defaults to `"ones"`.
+        moving_mean_initializer: initializer of `moving_mean`. Defaults to
+            `"zeros"`.
+        moving_second_moment_initializer: initializer of
+            `moving_second_moment`. Defaults to `"ones"`.
+        beta_regularizer: optional regularizer of `beta`. Defaults to None.
+        gamma_regularizer: optional regularizer of `gamma`. Defaults to None.
+        beta_constraint: optional constraint on `beta`. Defaults to None.
+        gamma_constraint: optional constraint on `gamma`. Defaults to None.
+        inference_example_weight: float $\\alpha$ in [0, 1]. Defaults to 0
+            (population statistics only). A Python float captured when a
+            test or predict function is traced: after changing it, call
+            `model.make_test_function(force=True)` and
+            `model.make_predict_function(force=True)`. On rank-2 inputs with
+            one channel per group, $\\alpha=1$ outputs `beta`.
+        **kwargs: base `Layer` arguments (`name`, `dtype`, `trainable`).
+
+    Call arguments:
+        inputs: tensor of rank >= 2, batch on axis 0.
+        training: bool, training mode (cell statistics, moving moments
+            updated). A layer with `trainable=False` always runs in
+            inference mode, as Keras's BatchNormalization does.
+
+    Returns:
+        A tensor of the input's shape in the layer's compute dtype.
+
+    Raises:
+        ValueError: for an invalid argument (named in the message), an input
+            whose channel axis is out of range, 0 or of unknown size, or a
+            channel count that `groups` does not divide (at build).
+
+    Example:
+
+    ```python
+    import keras, keras_norms
+    model = keras.Sequential([
+        keras.Input((32, 32, 3)),
+        keras.layers.Conv2D(64, 3, use_bias=False),
+        keras_norms.BatchGroupNormalization(groups=32, examples_per_group=2),
+        keras.layers.ReLU(),
+    ])
+    ```
+
+    Reference:
+        - [Summers & Dinneen, 2020](https://arxiv.org/abs/1906.03548),
+          "Four Things Everyone Should Know to Improve Batch Normalization"
+          (item (d) and inference example weighing)
+        - [Wu & He, 2018](https://arxiv.org/abs/1803.08494) (Group
+          Normalization)
+    """
+
+    def __init__(
+        self,
+        groups=32,
+        examples_per_group=2,
+        axis=-1,
+        momentum=0.99,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_mean_initializer="zeros",
+        moving_second_moment_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        inference_example_weight=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.groups = self._check_groups(groups)
+        self.examples_per_group = self._check_examples_per_group(examples_per_group)
+        self.axis = self._check_axis(axis)
+        self.momentum = self._check_unit_float("momentum", momentum)
+        self.epsilon = self._check_epsilon(epsilon)
+        self.center = center
+        self.scale = scale
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
+        self.moving_second_moment_initializer = initializers.get(moving_second_moment_initializer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.beta_constraint = constraints.get(beta_constraint)
+        self.gamma_constraint = constraints.get(gamma_constraint)
+        self.inference_example_weight = self._check_unit_float(
+            "inference_example_weight", inference_example_weight
+        )
+        self.gamma = None
+        self.beta = None
+        self.moving_mean = None
+        self.moving_second_moment = None
+
+    # ------------------------------------------------------------ validation
+    def _error(self, argument, value, fix):
+        return ValueError(
+            f"{type(self).__name__} (layer '{self.name}'): invalid "
+            f"`{argument}`={value!r}. {fix}"
+        )
+
+    def _check_groups(self, groups):
+        if isinstance(groups, bool) or not isinstance(groups, int) or (groups < 1 and groups != -1):
+            raise self._error(
+                "groups",
+                groups,
+                "Pass a positive int dividing the channel count, or -1 for one channel per group.",
+            )
+        return groups
+
+    def _check_examples_per_group(self, value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self._error(
+                "examples_per_group",
+                value,
+                "Pass a positive int (1 gives group normalization in training).",
+            )
+        return value
+
+    def _check_axis(self, axis):
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise self._error("axis", axis, "Pass one int, the channel axis (e.g. -1 or 1).")
+        return axis
+
+    def _check_unit_float(self, argument, value):
+        number = _as_float(value)
+        if number is None or not 0.0 <= number <= 1.0:
+            raise self._error(argument, value, "Pass a float in [0, 1].")
+        return number
+
+    def _check_epsilon(self, epsilon):
+        number = _as_float(epsilon)
+        if number is None or not number > 0.0 or math.isinf(number):
+            raise self._error("epsilon", epsilon, "Pass a positive float such as 1e-3.")
+        return number
+
+    # ----------------------------------------------------------------- state
+    def build(self, input_shape):
+        ndim = len(input_shape)
+        owner = f"{type(self).__name__} (layer '{self.name}')"
+        axis = _stats.canonical_axis(self.axis, ndim, owner)
+        if axis == 0:
+            raise self._error("axis", self.axis, "Axis 0 is the batch axis; pass the channel axis.")
+        channels = input_shape[axis]
+        if channels is None:
+            raise ValueError(
+                f"{owner}: the channel axis {self.axis} of input shape "
+                f"{tuple(input_shape)} has unknown size. Give the input a "
+                "static channel dimension."
+            )
+        if self.groups != -1 and channels % self.groups:
+            raise self._error(
+                "groups",
+                self.groups,
+                f"It must divide the {channels} channels of axis {self.axis} "
+                f"(input shape {tuple(input_shape)}): pass a divisor of "
+                f"{channels}, or -1 for one channel per group.",
+            )
+        self._channel_axis = axis
+        self._num_groups = channels if self.groups == -1 else self.groups
+        shape = (channels,)
+        if self.scale:
+            self.gamma = self.add_weight(
+                shape=shape,
+                name="gamma",
+                initializer=self.gamma_initializer,
+                regularizer=self.gamma_regularizer,
+                constraint=self.gamma_constraint,
+                trainable=True,
+                autocast=False,
+            )
+        if self.center:
+            self.beta = self.add_weight(
+                shape=shape,
+                name="beta",
+                initializer=self.beta_initializer,
+                regularizer=self.beta_regularizer,
+                constraint=self.beta_constraint,
+                trainable=True,
+                autocast=False,
+            )
+        self.moving_mean = self._state("moving_mean", shape, self.moving_mean_initializer)
+        self.moving_second_moment = self._state(
+            "moving_second_moment", shape, self.moving_second_moment_initializer
+        )
+        self.input_spec = keras.InputSpec(ndim=ndim, axes={self.axis: channels})
+
+    def _state(self, name, shape, initializer):
+        if not callable(initializer) or isinstance(initializer, initializers.Initializer):
+            initializer = initializers.get(initializers.serialize(initializer))
+        return self.add_weight(
+            shape=shape, name=name, initializer=initializer, trainable=False, autocast=False
+        )
+
+    def compute_output_shape(self, input_shape):
+        _stats.canonical_axis(self.axis, len(input_shape), f"{type(self).__name__} (layer '{self.name}')")
+        return input_shape
+
+    # ------------------------------------------------------------------ call
+    def call(self, inputs, training=None):
+        x = _stats.upcast(inputs)
+        dtype = x.dtype
+        gamma = ops.cast(self.gamma, dtype) if self.scale else None
+        beta = ops.cast(self.beta, dtype) if self.center else None
+        axis = self._channel_axis
+        if training and self.trainable:
+            y, mean, second_moment = group_ops.batch_group_norm(
+                x, gamma, beta, axis, self.epsilon, self._num_groups, self.examples_per_group
+            )
+            self._update_moving(self.moving_mean, mean)
+            self._update_moving(self.moving_second_moment, second_moment)
+        else:
+            y = group_ops.batch_group_norm_inference(
+                x,
+                ops.cast(self.moving_mean, dtype),
+                ops.cast(self.moving_second_moment, dtype),
+                gamma,
+                beta,
+                axis,
+                self.epsilon,
+                self._num_groups,
+                self.inference_example_weight,
+            )
+        return ops.cast(y, self.compute_dtype)
+
+    def _update_moving(self, variable, value):
+        old = ops.cast(variable, value.dtype)
+        new = old * self.momentum + ops.stop_gradient(value) * (1.0 - self.momentum)
+        variable.assign(ops.cast(new, variable.dtype))
+
+    # ---------------------------------------------------------- serialization
+    def get_config(self):
+        config = {
+            "groups": self.groups,
+            "examples_per_group": self.examples_per_group,
+            "axis": self.axis,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "beta_initializer": initializers.serialize(self.beta_initializer),
+            "gamma_initializer": initializers.serialize(self.gamma_initializer),
+            "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
+            "moving_second_moment_initializer": initializers.serialize(
+                self.moving_second_moment_initializer
+            ),
+            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
+            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
+            "beta_constraint": constraints.serialize(self.beta_constraint),
+            "gamma_constraint": constraints.serialize(self.gamma_constraint),
+            "inference_example_weight": self.inference_example_weight,
+        }
+        return {**super().get_config(), **config}
+
+
+def _as_float(value):
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
