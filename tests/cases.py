@@ -13,10 +13,16 @@ has none). Each case gives:
   `frozen_input`, used by the finite-difference gradient check, is the input
   that quantities behind a stop-gradient are computed from (oracles without
   such quantities ignore it);
-* `channel_kwarg`: the argument naming the channel axis (for the
-  channels-first check);
+* `channel_kwarg`: the argument naming the channel axis, for the
+  channels-first and bad-channel checks: `"axis"` (an int), `"data_format"`
+  (`"channels_last"`/`"channels_first"`: the convolutions), or `None` for a
+  layer whose features are always last (`WSDense`);
 * `bad_arguments`: documented bad constructor arguments, each with the
-  exception type and a regex of its message.
+  exception type and a regex of its message;
+* `normalized`: whether the output is O(1) whatever the input's scale (true
+  for normalization layers). The WS layers' outputs scale with the input,
+  and so does a 16-bit output's rounding error: their mixed-precision check
+  takes its absolute tolerance relative to the largest output.
 """
 
 import dataclasses
@@ -24,6 +30,7 @@ from typing import Callable
 
 import keras_norms
 from tests import reference as ref
+from tests.reference import weight_standardization as ws_ref
 from tests.reference.batch_group_norm import batch_group_norm_oracle
 
 
@@ -36,13 +43,29 @@ class Case:
     oracle: Callable
     channel_kwarg: str = "axis"
     bad_arguments: tuple = ()
+    normalized: bool = True
 
     def build(self, **overrides):
         return self.layer(**{**self.kwargs, **overrides})
 
+    def channels_first_kwargs(self):
+        """Constructor overrides that make the layer read channels-first inputs."""
+        return {self.channel_kwarg: _CHANNEL_KWARGS[self.channel_kwarg][0]}
+
+    def bad_channel_kwargs(self):
+        """Overrides naming an invalid channel axis or format, and the regex of the error."""
+        _, bad, message = _CHANNEL_KWARGS[self.channel_kwarg]
+        return {self.channel_kwarg: bad(len(self.input_shape))}, message
+
     def __repr__(self):  # pytest ids
         return self.name
 
+
+# channel_kwarg -> (channels-first value, invalid value for an input of the given rank, error regex)
+_CHANNEL_KWARGS = {
+    "axis": (1, lambda rank: rank + 2, r"axis"),
+    "data_format": ("channels_first", lambda rank: "channels_middle", r"data_format"),
+}
 
 _RENORM_STATE = ("moving_mean", "moving_variance", "moving_stddev", "renorm_mean", "renorm_stddev")
 
@@ -87,6 +110,13 @@ def batch_norm_oracle(
         "moving_variance": ref.moving_average(weights["moving_variance"], variance, momentum),
     }
 
+
+_WS_BAD = (
+    (dict(ws_epsilon=0.0), ValueError, r"`ws_epsilon`=0.0.*positive float"),
+    (dict(ws_epsilon=None), ValueError, r"`ws_epsilon`=None.*positive float"),
+)
+_SCALED_WS_BAD = _WS_BAD + ((dict(gamma=-1.0), ValueError, r"ScaledWSConv2D.*`gamma`=-1.0.*positive float"),)
+_WS = dict(channel_kwarg="data_format", normalized=False)
 
 _BN_BAD = (
     (dict(axis=[1, 2]), ValueError, r"BatchNormalization.*`axis`=\[1, 2\].*Pass one int"),
@@ -183,5 +213,84 @@ CASES = (
         dict(virtual_batch_size=3, center=False, scale=False),
         (8, 5, 4),
         batch_norm_oracle,
+    ),
+    # Weight Standardization: filters = input channels and "same"/"causal" padding keep the output shape equal to
+    # the input shape, which the shared checks use for upstream gradients and fit targets.
+    Case(
+        "ws_conv1d_causal_dilated",
+        keras_norms.WSConv1D,
+        dict(filters=3, kernel_size=3, padding="causal", dilation_rate=2),
+        (2, 7, 3),
+        ws_ref.ws_conv_oracle,
+        bad_arguments=_WS_BAD,
+        **_WS,
+    ),
+    Case(
+        "ws_conv2d",
+        keras_norms.WSConv2D,
+        dict(filters=3, kernel_size=3, padding="same"),
+        (2, 6, 6, 3),
+        ws_ref.ws_conv_oracle,
+        bad_arguments=_WS_BAD,
+        **_WS,
+    ),
+    Case(
+        "ws_conv3d_even_kernel",
+        keras_norms.WSConv3D,
+        dict(filters=2, kernel_size=2, padding="same"),
+        (2, 3, 4, 3, 2),
+        ws_ref.ws_conv_oracle,
+        **_WS,
+    ),
+    Case(
+        "ws_depthwise_conv2d",
+        keras_norms.WSDepthwiseConv2D,
+        dict(kernel_size=3, padding="same"),
+        (2, 5, 5, 3),
+        ws_ref.ws_depthwise_oracle,
+        **_WS,
+    ),
+    Case(
+        "ws_conv2d_transpose",
+        keras_norms.WSConv2DTranspose,
+        dict(filters=3, kernel_size=3, padding="same"),
+        (2, 5, 5, 3),
+        ws_ref.ws_conv_transpose_oracle,
+        **_WS,
+    ),
+    Case(
+        "ws_dense",
+        keras_norms.WSDense,
+        dict(units=5),
+        (3, 5),
+        ws_ref.ws_dense_oracle,
+        channel_kwarg=None,
+        bad_arguments=_WS_BAD,
+        normalized=False,
+    ),
+    Case(
+        "scaled_ws_conv1d",
+        keras_norms.ScaledWSConv1D,
+        dict(filters=3, kernel_size=3, padding="same"),
+        (2, 7, 3),
+        ws_ref.scaled_ws_conv_oracle,
+        **_WS,
+    ),
+    Case(
+        "scaled_ws_conv2d_relu_gamma",
+        keras_norms.ScaledWSConv2D,
+        dict(filters=3, kernel_size=3, padding="same", gamma=1.7128585504),
+        (2, 6, 6, 3),
+        ws_ref.scaled_ws_conv_oracle,
+        bad_arguments=_SCALED_WS_BAD,
+        **_WS,
+    ),
+    Case(
+        "scaled_ws_conv3d",
+        keras_norms.ScaledWSConv3D,
+        dict(filters=2, kernel_size=2, padding="same"),
+        (2, 3, 4, 3, 2),
+        ws_ref.scaled_ws_conv_oracle,
+        **_WS,
     ),
 )

@@ -15,6 +15,7 @@ from tests.backend_utils import to_numpy
 from tests.cases import CASES
 from tests.reference import numerical_gradient
 from tests.tolerances import GRADIENT
+from tests.tolerances import TOLERANCES
 from tests.tolerances import assert_close
 
 SEED = 1234
@@ -160,7 +161,9 @@ def test_mixed_precision_large_inputs(case, policy, training):
     y = to_numpy(y).astype("float64")
     assert np.isfinite(y).all()
     expected, _ = case.oracle(x_rounded.astype("float64"), f64(weights), training, **case.kwargs)
-    assert_close(y, expected, dtype=dtype)
+    # An unnormalized output (WS) sums terms as large as |x|: its rounding error scales with max|y|.
+    scaled = {} if case.normalized else {"atol": TOLERANCES[dtype]["atol"] * float(np.abs(expected).max())}
+    assert_close(y, expected, dtype=dtype, **scaled)
 
 
 @pytest.mark.parametrize("case", CASES, ids=repr)
@@ -179,10 +182,12 @@ def test_symbolic_shapes(case):
 @pytest.mark.parametrize("case", CASES, ids=repr)
 @pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
 def test_channels_first_equals_channels_last(case, training):
+    if case.channel_kwarg is None:
+        pytest.skip(f"{case.name}: features are always last")
     x = make_input(case.input_shape)
     last, _ = build(case)
     x_first = np.moveaxis(x, -1, 1)
-    first, _ = build(case, x_first.shape, **{case.channel_kwarg: 1})
+    first, _ = build(case, x_first.shape, **case.channels_first_kwargs())
     expected = np.moveaxis(to_numpy(last(x, training=training)), -1, 1)
     assert_close(to_numpy(first(x_first, training=training)), expected)
     for a, b in zip(first.get_weights(), last.get_weights()):
@@ -248,8 +253,10 @@ def test_bad_arguments_raise_clear_errors(case, kwargs, error, message):
 @pytest.mark.parametrize("case", CASES, ids=repr)
 def test_bad_inputs_raise_and_leave_state_untouched(case):
     x = make_input(case.input_shape)
-    with pytest.raises(ValueError, match=r"axis"):
-        case.build(**{case.channel_kwarg: len(case.input_shape) + 2})(x)
+    if case.channel_kwarg is not None:
+        overrides, message = case.bad_channel_kwargs()
+        with pytest.raises(ValueError, match=message):
+            case.build(**overrides)(x)
     layer, _ = build(case)
     before = [to_numpy(w) for w in layer.weights]
     wrong_channels = case.input_shape[:-1] + (case.input_shape[-1] + 1,)

@@ -18,6 +18,8 @@ from keras_norms.ops.normalization import ghost_batch_renorm
 from keras_norms.ops.normalization import ghost_moments
 from keras_norms.ops.normalization import normalize
 from keras_norms.ops.normalization import renorm_correction
+from keras_norms.ops.weight_standardization import scaled_standardize_weights
+from keras_norms.ops.weight_standardization import standardize_weights
 
 __all__ = [
     "batch_group_moments",
@@ -33,4 +35,6 @@ __all__ = [
     "moments",
     "normalize",
     "renorm_correction",
+    "scaled_standardize_weights",
+    "standardize_weights",
 ]
