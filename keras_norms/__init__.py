@@ -4,7 +4,8 @@ The whole public API:
 
 * Layers: `BatchNormalization` (Keras's, plus Ghost batches and inference
   example weighing), `GhostBatchNormalization`, `BatchGroupNormalization`
-  (the BN/GN combination for tiny batches).
+  (the BN/GN combination for tiny batches), `BatchChannelNormalization`
+  (batch step + group norm; EstBN micro-batch mode).
 * Weight-standardized layers: `WSConv1D`, `WSConv2D`, `WSConv3D`,
   `WSDepthwiseConv2D`, `WSConv2DTranspose`, `WSDense` (Weight
   Standardization) and `ScaledWSConv1D`, `ScaledWSConv2D`, `ScaledWSConv3D`
@@ -27,6 +28,7 @@ from keras_norms.fold import fold_weight_standardization
 from keras_norms.inference_weight import ExampleWeightSearch
 from keras_norms.inference_weight import set_inference_example_weight
 from keras_norms.inference_weight import tune_inference_example_weight
+from keras_norms.layers import BatchChannelNormalization
 from keras_norms.layers import BatchGroupNormalization
 from keras_norms.layers import BatchNormalization
 from keras_norms.layers import GhostBatchNormalization
@@ -45,6 +47,7 @@ from keras_norms.regularizers import add_gamma_beta_decay
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "BatchChannelNormalization",
     "BatchGroupNormalization",
     "BatchNormalization",
     "BatchRenormSchedule",

@@ -31,6 +31,7 @@ from typing import Callable
 import keras_norms
 from tests import reference as ref
 from tests.reference import weight_standardization as ws_ref
+from tests.reference.batch_channel_norm import batch_channel_norm_oracle
 from tests.reference.batch_group_norm import batch_group_norm_oracle
 
 
@@ -206,6 +207,28 @@ CASES = (
         dict(groups=2, examples_per_group=3, momentum=0.9, inference_example_weight=0.5),
         (7, 3, 2, 4),
         batch_group_norm_oracle,
+    ),
+    Case(
+        "batch_channel_norm",
+        keras_norms.BatchChannelNormalization,
+        dict(groups=2, momentum=0.9),
+        (6, 3, 3, 4),
+        batch_channel_norm_oracle,
+        bad_arguments=(
+            (dict(groups=0), ValueError, r"BatchChannelNormalization.*`groups`=0.*positive int"),
+            (dict(mode="micro"), ValueError, r"`mode`='micro'.*\['batch', 'estimate'\]"),
+            (dict(final_affine="layer"), ValueError, r"`final_affine`='layer'.*\['channel', 'group'\]"),
+            (dict(momentum=1.5), ValueError, r"`momentum`=1.5.*\[0, 1\]"),
+            (dict(epsilon=0.0), ValueError, r"`epsilon`=0.0.*positive float"),
+            (dict(axis=[1, 2]), ValueError, r"`axis`=\[1, 2\].*Pass one int"),
+        ),
+    ),
+    Case(
+        "batch_channel_norm_estimate_group_affine",
+        keras_norms.BatchChannelNormalization,
+        dict(groups=3, mode="estimate", final_affine="group", momentum=0.9),
+        (5, 4, 6),
+        batch_channel_norm_oracle,
     ),
     Case(
         "ghost_batch_norm_sequence_unscaled",

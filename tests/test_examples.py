@@ -47,3 +47,19 @@ def test_cifar100_four_things_smoke(tmp_path):
     assert [k for k, _ in rows] == ["1", "2", "3", "4"], result.stdout[-2000:]
     for _, accuracy in rows:
         assert 0.0 <= float(accuracy) <= 1.0
+
+
+def test_microbatch_ws_bcn_smoke():
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "microbatch_ws_bcn.py"), "--smoke"],
+        cwd=EXAMPLES.parent,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    for variant in ("BN", "GN+WS", "BCN+WS"):
+        match = re.search(rf"^{re.escape(variant)}\s+\|\s+(\d+\.\d+) \|", result.stdout, re.MULTILINE)
+        assert match, f"no row for {variant}:\n{result.stdout[-2000:]}"
+        assert 0.0 <= float(match.group(1)) <= 1.0

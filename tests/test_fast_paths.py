@@ -40,9 +40,9 @@ TORCH_KERNEL_CASES = [
     ("batch_norm_inference", (4, 6, 5, 5), dict(axis=2), False),
 ]
 EXPECTED_KERNELS = {
-    "torch": {"batch_norm", "batch_norm_inference", "batch_group_norm"},
-    "tensorflow": set(),
-    "jax": set(),
+    "torch": {"batch_norm", "batch_norm_inference", "batch_group_norm", "group_norm"},
+    "tensorflow": {"group_norm"},
+    "jax": {"group_norm"},
 }
 
 
@@ -94,7 +94,7 @@ def _gradients(op, shape, kwargs):
 
 
 def test_declared_kernels():
-    for name in ("batch_norm", "batch_norm_inference", "batch_group_norm", "ghost_batch_norm", "normalize"):
+    for name in ("batch_norm", "batch_norm_inference", "batch_group_norm", "group_norm", "ghost_batch_norm", "normalize"):
         assert _backends.has_kernel(name) == (name in EXPECTED_KERNELS[BACKEND]), name
 
 

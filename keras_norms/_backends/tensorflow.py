@@ -1,8 +1,11 @@
 """TensorFlow fast paths.
 
-None yet: the `keras.ops` reference of every op is already written in the
-folded form (per-channel scale and shift, one multiply-add over the tensor)
-that XLA fuses under `jit_compile=True`; `tests/test_compile.py` checks that
-models using the layers compile. Kernels added here follow the contract in
+`group_norm`: a one-pass formulation on shifted data with a folded scale and
+shift (`keras_norms/ops/_group_norm_one_pass.py`), which XLA fuses. Every other
+op runs its `keras.ops` reference, already written in the fused form
+(per-channel scale, one elementwise pass); `tests/test_compile.py` checks
+that models using the layers compile. Kernels follow the contract in
 `keras_norms/_backends/__init__.py`.
 """
+
+from keras_norms._backends.tensorflow_group_norm import group_norm  # noqa: F401  (re-exported kernel)

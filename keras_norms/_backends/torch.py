@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from keras_norms._backends.torch_group import batch_group_norm  # noqa: F401  (re-exported kernel)
+from keras_norms._backends.torch_group_norm import group_norm  # noqa: F401  (re-exported kernel)
 
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)

@@ -7,6 +7,11 @@ TensorFlow, JAX or PyTorch.
 
 from keras_norms.ops._stats import canonical_axis
 from keras_norms.ops._stats import moments
+from keras_norms.ops.batch_channel import batch_channel_norm
+from keras_norms.ops.batch_channel import batch_channel_norm_estimate
+from keras_norms.ops.batch_channel import batch_channel_norm_inference
+from keras_norms.ops.batch_channel import estimated_moments
+from keras_norms.ops.batch_channel import group_norm
 from keras_norms.ops.group import batch_group_moments
 from keras_norms.ops.group import batch_group_norm
 from keras_norms.ops.group import batch_group_norm_inference
@@ -22,6 +27,11 @@ from keras_norms.ops.weight_standardization import scaled_standardize_weights
 from keras_norms.ops.weight_standardization import standardize_weights
 
 __all__ = [
+    "batch_channel_norm",
+    "batch_channel_norm_estimate",
+    "batch_channel_norm_inference",
+    "estimated_moments",
+    "group_norm",
     "batch_group_moments",
     "batch_group_norm",
     "batch_group_norm_inference",

@@ -1,0 +1,13 @@
+"""TensorFlow fast path for `keras_norms.ops.group_norm`: one pass, folded affine.
+
+The kernel is `keras_norms.ops._group_norm_one_pass.group_norm_one_pass`,
+written in `keras.ops` and shared with JAX: the per-group sums of the shifted
+data and of its square in one fused pass, clamped variance, then one
+multiply-add with a folded per-channel scale and shift. Under
+`tf.function(jit_compile=True)` XLA fuses it; in eager mode and plain graphs
+it is an ordinary composition of TF ops with the same result. It is taken for
+float32 and float64 inputs (the public op upcasts 16-bit inputs first), any
+rank >= 2 and any channel axis but 0; it declines nothing else.
+"""
+
+from keras_norms.ops._group_norm_one_pass import group_norm_one_pass as group_norm  # noqa: F401

@@ -1,0 +1,62 @@
+"""PyTorch fast path for `keras_norms.ops.group_norm`: `F.group_norm`.
+
+Layouts (channels on dim 1 for torch):
+
+* channel axis 1 (channels-first, and rank-2 `(N, C)`): `x.reshape(N, C, -1)`,
+  a free view of a contiguous tensor, reaches torch's contiguous CPU kernel
+  (a Welford-type, cancellation-free variance).
+* channel axis last, rank >= 3: the free channels-last view
+  `(N, S, 1, C)` permuted to `(N, C, S, 1)` (`torch.channels_last` strides)
+  reaches torch's channels-last CPU kernel, which is the fastest for NHWC data
+  but computes the variance as $E[x^2]-E[x]^2$ in float32: at
+  |mean|/std = 300 it was off by 0.07 on a (8, 8, 8, 16) input with 4 groups.
+  The kernel therefore feeds it **shifted** data, $x-k_{n,g}$, where $k$ is
+  the mean of the group's channels at the first spatial position, detached
+  (group normalization is invariant to a per-(example, group) constant, and
+  the gradient of $x-k$ is the identity). The shifted input has
+  $|\\text{mean}|/\\text{std}=O(1)$: the same input was then within 2e-5 of
+  the float64 result (the transpose-to-contiguous layout: 6e-5). One
+  elementwise pass is added; the transposed layout costs a copy in and one
+  out in both directions and was measured slower (median forward+backward on
+  a (32, 32, 32, 64) input, G=32, 2 shared CPU threads: shifted channels-last
+  17 ms, transposed 22 ms, unshifted channels-last 16 ms).
+
+Declines (returns `None`): dtypes other than float32 and float64 (the op
+upcasts first; this only matters for direct calls) and a channel axis that is
+neither 1 nor the last one. Decisions use static facts only.
+"""
+
+import torch
+import torch.nn.functional as F
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def _shifted_channels_last(x, groups):
+    """`x - k` as a `(N, C, S, 1)` channels-last view, `k` detached per (example, group)."""
+    n, channels = x.shape[0], x.shape[-1]
+    rows = x.reshape(n, -1, channels)  # (N, S, C), a view when x is contiguous
+    with torch.no_grad():
+        first = rows[:, 0, :].reshape(n, groups, channels // groups).mean(dim=2)  # (N, G)
+        shift = first.repeat_interleave(channels // groups, dim=1).unsqueeze(1)  # (N, 1, C)
+    shifted = rows - shift  # contiguous (N, S, C)
+    return shifted.reshape(n, -1, 1, channels).permute(0, 3, 1, 2)
+
+
+def group_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32):
+    """`F.group_norm` on a free view; the same output as the reference.
+
+    The public op hands kernels a non-negative `axis` and the resolved,
+    positive `groups`.
+    """
+    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
+        return None
+    weight = None if gamma is None else gamma.to(x.dtype)
+    bias = None if beta is None else beta.to(x.dtype)
+    if axis == 1:
+        y = F.group_norm(x.reshape(x.shape[0], x.shape[1], -1), groups, weight, bias, epsilon)
+        return y.reshape(x.shape)
+    if axis != x.dim() - 1:
+        return None  # channels in the middle: no free view with channels on dim 1
+    y = F.group_norm(_shifted_channels_last(x, groups), groups, weight, bias, epsilon)
+    return y.permute(0, 2, 3, 1).reshape(x.shape)

@@ -1,0 +1,354 @@
+"""BatchChannelNormalization: batch knowledge, then group normalization.
+
+References:
+    Qiao, Wang, Liu, Shen & Yuille, "Micro-Batch Training with Batch-Channel
+    Normalization and Weight Standardization", arXiv:1903.10520 (official
+    code: github.com/joe-siyuan-qiao/Batch-Channel-Normalization).
+    Wu & He, "Group Normalization", ECCV 2018.
+"""
+
+import math
+
+import keras
+from keras import constraints
+from keras import initializers
+from keras import ops
+from keras import regularizers
+
+from keras_norms.ops import _stats
+from keras_norms.ops import batch_channel as bcn_ops
+
+_MODES = ("batch", "estimate")
+_FINAL_AFFINES = ("channel", "group")
+
+
+@keras.saving.register_keras_serializable(package="keras_norms")
+class BatchChannelNormalization(keras.layers.Layer):
+    """Batch-Channel normalization (BCN): a batch step, then group norm.
+
+    Three steps, in the order of the official code:
+
+    1. **Batch knowledge, per channel**, with its own affine
+       $\\gamma^b,\\beta^b$ (`batch_gamma`, `batch_beta`):
+
+       $$\\hat x=\\gamma^b_c\\,\\frac{x-\\hat\\mu_c}{\\sqrt{\\hat\\sigma^2_c+\\epsilon}}+\\beta^b_c ;$$
+
+    2. **group normalization without affine**, per example, over each group
+       of $C_g=C/G$ consecutive channels and all spatial positions;
+    3. **a final affine** $\\gamma,\\beta$, per channel (default) or per group:
+
+       $$y=\\gamma_{c|g}\\,\\frac{\\hat x-\\mu_{n,g}(\\hat x)}
+         {\\sqrt{\\sigma^2_{n,g}(\\hat x)+\\epsilon}}+\\beta_{c|g}.$$
+
+    Where $\\hat\\mu,\\hat\\sigma^2$ come from depends on `mode`:
+
+    * `"batch"` (large batches): the batch mean and biased variance in
+      training, with Keras BatchNormalization semantics for the moving
+      averages, $m\\leftarrow\\rho\\,m+(1-\\rho)\\,b$; the moving statistics
+      at inference.
+    * `"estimate"` (EstBN, micro-batches): **estimated population
+      statistics in the forward pass, in training too**. Each training step
+      first updates the estimates with update rate $r=1-\\rho$
+      ($\\rho$ = `momentum`; default $r=0.01$), taking the variance about
+      the **old** mean as the official code does,
+
+      $$\\hat\\mu_c\\leftarrow\\rho\\,\\hat\\mu_c+r\\,m_c,\\qquad
+        \\hat\\sigma^2_c\\leftarrow\\rho\\,\\hat\\sigma^2_c+r\\,v_c,\\qquad
+        v_c=\\operatorname{mean}_{\\neg c}(x-\\hat\\mu^{old}_c)^2,$$
+
+      with $m_c$ the batch mean, then normalizes with the **just-updated**
+      estimates under **stop-gradient**: no gradient flows into the
+      statistics. Inference uses the same formula with frozen estimates, so
+      training and inference compute the same function up to the update.
+      Whether the paper (not the code) takes the variance about the old
+      mean, and which update rate the authors used, is unverified: the
+      official code leaves $r$ at 0 for the training driver to set; 0.01 is
+      the value of a third-party fork.
+
+    The state (`moving_mean`, `moving_variance`: $\\hat\\mu$, $\\hat\\sigma^2$,
+    initialized to 0 and 1) has the same names and meaning in both modes.
+    The official code's final affine is per group (`final_affine="group"`,
+    for parity with released checkpoints); whether the paper's is per
+    channel is unverified. Statistics are computed in float32 (float64 stays
+    float64) with two-pass variances; the output is cast to the layer's
+    compute dtype.
+
+    Args:
+        groups: int, the number of channel groups $G$ of the group-norm
+            step; must divide the channel count. -1 means one channel per
+            group (then the group step removes the batch step's affine:
+            use $C_g\\ge 2$). Defaults to 32.
+        mode: `"batch"` (batch statistics in training) or `"estimate"`
+            (EstBN: estimated statistics under stop-gradient in training).
+            Defaults to `"batch"`.
+        final_affine: `"channel"` (a `(C,)` final $\\gamma,\\beta$) or
+            `"group"` (a `(G,)` one, as in the official code). Defaults to
+            `"channel"`.
+        axis: int, the channel axis (negative or positive, not 0). Defaults
+            to -1.
+        momentum: float $\\rho$ in [0, 1], the weight of the old value in the
+            moving averages (`"batch"`) or the estimates (`"estimate"`); the
+            update rate of the paper's code is $r=1-\\rho$ (PyTorch's
+            `momentum=0.1` is $\\rho=0.9$). `momentum=1` freezes the
+            statistics (the official code's $r=0$). Defaults to 0.99.
+        epsilon: float > 0 added to the variance inside the square root, in
+            both normalization steps. Defaults to 1e-5 (the official value).
+        center: bool, whether to add the shifts `batch_beta` and `beta`.
+            Defaults to True.
+        scale: bool, whether to multiply by `batch_gamma` and `gamma`.
+            Defaults to True.
+        beta_initializer: initializer of both shifts. Defaults to `"zeros"`.
+        gamma_initializer: initializer of both scales. Defaults to `"ones"`.
+        moving_mean_initializer: Defaults to `"zeros"`.
+        moving_variance_initializer: Defaults to `"ones"`.
+        beta_regularizer: optional regularizer of both shifts. Defaults to
+            None.
+        gamma_regularizer: optional regularizer of both scales. Defaults to
+            None.
+        beta_constraint: optional constraint on both shifts. Defaults to
+            None.
+        gamma_constraint: optional constraint on both scales. Defaults to
+            None.
+        **kwargs: base `Layer` arguments (`name`, `dtype`, `trainable`).
+
+    Call arguments:
+        inputs: tensor of rank >= 2, batch on axis 0.
+        training: bool, training mode (statistics updated; in `"batch"` mode
+            batch statistics are used). A layer with `trainable=False`
+            always runs in inference mode, as Keras's BatchNormalization
+            does.
+
+    Returns:
+        A tensor of the input's shape in the layer's compute dtype.
+
+    Raises:
+        ValueError: for an invalid argument (named in the message), an input
+            whose channel axis is out of range, 0 or of unknown size, or a
+            channel count that `groups` does not divide (at build).
+
+    Example:
+
+    ```python
+    import keras, keras_norms
+    model = keras.Sequential([
+        keras.Input((32, 32, 3)),
+        keras.layers.Conv2D(64, 3, use_bias=False),
+        keras_norms.BatchChannelNormalization(groups=32, mode="estimate"),
+        keras.layers.ReLU(),
+    ])
+    ```
+
+    Reference:
+        - [Qiao et al., 2019](https://arxiv.org/abs/1903.10520),
+          "Micro-Batch Training with Batch-Channel Normalization and Weight
+          Standardization"
+        - [Wu & He, 2018](https://arxiv.org/abs/1803.08494) (Group
+          Normalization)
+    """
+
+    def __init__(
+        self,
+        groups=32,
+        mode="batch",
+        final_affine="channel",
+        axis=-1,
+        momentum=0.99,
+        epsilon=1e-5,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_mean_initializer="zeros",
+        moving_variance_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.groups = self._check_groups(groups)
+        self.mode = self._check_choice("mode", mode, _MODES)
+        self.final_affine = self._check_choice("final_affine", final_affine, _FINAL_AFFINES)
+        self.axis = self._check_axis(axis)
+        self.momentum = self._check_momentum(momentum)
+        self.epsilon = self._check_epsilon(epsilon)
+        self.center = center
+        self.scale = scale
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.beta_constraint = constraints.get(beta_constraint)
+        self.gamma_constraint = constraints.get(gamma_constraint)
+        self.batch_gamma = None
+        self.batch_beta = None
+        self.gamma = None
+        self.beta = None
+        self.moving_mean = None
+        self.moving_variance = None
+
+    # ------------------------------------------------------------ validation
+    def _error(self, argument, value, fix):
+        return ValueError(
+            f"{type(self).__name__} (layer '{self.name}'): invalid "
+            f"`{argument}`={value!r}. {fix}"
+        )
+
+    def _check_groups(self, groups):
+        if isinstance(groups, bool) or not isinstance(groups, int) or (groups < 1 and groups != -1):
+            raise self._error(
+                "groups",
+                groups,
+                "Pass a positive int dividing the channel count, or -1 for one channel per group.",
+            )
+        return groups
+
+    def _check_choice(self, argument, value, choices):
+        if value not in choices:
+            raise self._error(argument, value, f"Pass one of {list(choices)}.")
+        return value
+
+    def _check_axis(self, axis):
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise self._error("axis", axis, "Pass one int, the channel axis (e.g. -1 or 1).")
+        return axis
+
+    def _check_momentum(self, value):
+        number = _as_float(value)
+        if number is None or not 0.0 <= number <= 1.0:
+            raise self._error(
+                "momentum",
+                value,
+                "Pass a float in [0, 1], the weight of the old statistics "
+                "(the update rate is 1 - momentum; PyTorch's momentum=0.1 is 0.9).",
+            )
+        return number
+
+    def _check_epsilon(self, epsilon):
+        number = _as_float(epsilon)
+        if number is None or not number > 0.0 or math.isinf(number):
+            raise self._error("epsilon", epsilon, "Pass a positive float such as 1e-5.")
+        return number
+
+    # ----------------------------------------------------------------- state
+    def build(self, input_shape):
+        ndim = len(input_shape)
+        owner = f"{type(self).__name__} (layer '{self.name}')"
+        axis = _stats.canonical_axis(self.axis, ndim, owner)
+        if axis == 0:
+            raise self._error("axis", self.axis, "Axis 0 is the batch axis; pass the channel axis.")
+        channels = input_shape[axis]
+        if channels is None:
+            raise ValueError(
+                f"{owner}: the channel axis {self.axis} of input shape "
+                f"{tuple(input_shape)} has unknown size. Give the input a "
+                "static channel dimension."
+            )
+        if self.groups != -1 and channels % self.groups:
+            raise self._error(
+                "groups",
+                self.groups,
+                f"It must divide the {channels} channels of axis {self.axis} "
+                f"(input shape {tuple(input_shape)}): pass a divisor of "
+                f"{channels}, or -1 for one channel per group.",
+            )
+        self._channel_axis = axis
+        self._num_groups = channels if self.groups == -1 else self.groups
+        shape = (channels,)
+        final_shape = shape if self.final_affine == "channel" else (self._num_groups,)
+        if self.scale:
+            self.batch_gamma = self._affine("batch_gamma", shape, "gamma")
+        if self.center:
+            self.batch_beta = self._affine("batch_beta", shape, "beta")
+        if self.scale:
+            self.gamma = self._affine("gamma", final_shape, "gamma")
+        if self.center:
+            self.beta = self._affine("beta", final_shape, "beta")
+        self.moving_mean = self._state("moving_mean", shape, self.moving_mean_initializer)
+        self.moving_variance = self._state(
+            "moving_variance", shape, self.moving_variance_initializer
+        )
+        self.input_spec = keras.InputSpec(ndim=ndim, axes={self.axis: channels})
+
+    def _affine(self, name, shape, kind):
+        return self.add_weight(
+            shape=shape,
+            name=name,
+            initializer=getattr(self, f"{kind}_initializer"),
+            regularizer=getattr(self, f"{kind}_regularizer"),
+            constraint=getattr(self, f"{kind}_constraint"),
+            trainable=True,
+            autocast=False,
+        )
+
+    def _state(self, name, shape, initializer):
+        if not callable(initializer) or isinstance(initializer, initializers.Initializer):
+            initializer = initializers.get(initializers.serialize(initializer))
+        return self.add_weight(
+            shape=shape, name=name, initializer=initializer, trainable=False, autocast=False
+        )
+
+    def compute_output_shape(self, input_shape):
+        _stats.canonical_axis(self.axis, len(input_shape), f"{type(self).__name__} (layer '{self.name}')")
+        return input_shape
+
+    # ------------------------------------------------------------------ call
+    def call(self, inputs, training=None):
+        x = _stats.upcast(inputs)
+        dtype = x.dtype
+
+        def cast(v):
+            return None if v is None else ops.cast(v, dtype)
+
+        affines = (cast(self.batch_gamma), cast(self.batch_beta), cast(self.gamma), cast(self.beta))
+        common = dict(axis=self._channel_axis, epsilon=self.epsilon, groups=self._num_groups)
+        moving = (cast(self.moving_mean), cast(self.moving_variance))
+        if training and self.trainable:
+            if self.mode == "batch":
+                y, mean, variance = bcn_ops.batch_channel_norm(x, *affines, **common)
+                mean = self.momentum * moving[0] + (1.0 - self.momentum) * ops.stop_gradient(mean)
+                variance = self.momentum * moving[1] + (1.0 - self.momentum) * ops.stop_gradient(variance)
+            else:
+                y, mean, variance = bcn_ops.batch_channel_norm_estimate(
+                    x, *moving, *affines, momentum=self.momentum, **common
+                )
+            self.moving_mean.assign(ops.cast(mean, self.moving_mean.dtype))
+            self.moving_variance.assign(ops.cast(variance, self.moving_variance.dtype))
+        else:
+            y = bcn_ops.batch_channel_norm_inference(x, *moving, *affines, **common)
+        return ops.cast(y, self.compute_dtype)
+
+    # ---------------------------------------------------------- serialization
+    def get_config(self):
+        config = {
+            "groups": self.groups,
+            "mode": self.mode,
+            "final_affine": self.final_affine,
+            "axis": self.axis,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "beta_initializer": initializers.serialize(self.beta_initializer),
+            "gamma_initializer": initializers.serialize(self.gamma_initializer),
+            "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
+            "moving_variance_initializer": initializers.serialize(self.moving_variance_initializer),
+            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
+            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
+            "beta_constraint": constraints.serialize(self.beta_constraint),
+            "gamma_constraint": constraints.serialize(self.gamma_constraint),
+        }
+        return {**super().get_config(), **config}
+
+
+def _as_float(value):
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
