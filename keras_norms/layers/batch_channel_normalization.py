@@ -15,6 +15,8 @@ from keras import initializers
 from keras import ops
 from keras import regularizers
 
+from keras_norms.layers._base import NormalizationLayer
+from keras_norms.layers._base import _as_float
 from keras_norms.ops import _stats
 from keras_norms.ops import batch_channel as bcn_ops
 
@@ -23,7 +25,7 @@ _FINAL_AFFINES = ("channel", "group")
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
-class BatchChannelNormalization(keras.layers.Layer):
+class BatchChannelNormalization(NormalizationLayer):
     """Batch-Channel normalization (BCN): a batch step, then group norm.
 
     Three steps, in the order of the official code:
@@ -191,12 +193,6 @@ class BatchChannelNormalization(keras.layers.Layer):
         self.moving_variance = None
 
     # ------------------------------------------------------------ validation
-    def _error(self, argument, value, fix):
-        return ValueError(
-            f"{type(self).__name__} (layer '{self.name}'): invalid "
-            f"`{argument}`={value!r}. {fix}"
-        )
-
     def _check_groups(self, groups):
         if isinstance(groups, bool) or not isinstance(groups, int) or (groups < 1 and groups != -1):
             raise self._error(
@@ -210,11 +206,6 @@ class BatchChannelNormalization(keras.layers.Layer):
         if value not in choices:
             raise self._error(argument, value, f"Pass one of {list(choices)}.")
         return value
-
-    def _check_axis(self, axis):
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise self._error("axis", axis, "Pass one int, the channel axis (e.g. -1 or 1).")
-        return axis
 
     def _check_momentum(self, value):
         number = _as_float(value)
@@ -284,13 +275,6 @@ class BatchChannelNormalization(keras.layers.Layer):
             autocast=False,
         )
 
-    def _state(self, name, shape, initializer):
-        if not callable(initializer) or isinstance(initializer, initializers.Initializer):
-            initializer = initializers.get(initializers.serialize(initializer))
-        return self.add_weight(
-            shape=shape, name=name, initializer=initializer, trainable=False, autocast=False
-        )
-
     def compute_output_shape(self, input_shape):
         _stats.canonical_axis(self.axis, len(input_shape), f"{type(self).__name__} (layer '{self.name}')")
         return input_shape
@@ -342,13 +326,3 @@ class BatchChannelNormalization(keras.layers.Layer):
             "gamma_constraint": constraints.serialize(self.gamma_constraint),
         }
         return {**super().get_config(), **config}
-
-
-def _as_float(value):
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number

@@ -11,7 +11,6 @@ Not to be confused with Zhou et al.'s unrelated 2020 paper "Batch Group
 Normalization".
 """
 
-import math
 
 import keras
 from keras import constraints
@@ -19,12 +18,13 @@ from keras import initializers
 from keras import ops
 from keras import regularizers
 
+from keras_norms.layers._base import NormalizationLayer
 from keras_norms.ops import _stats
 from keras_norms.ops import group as group_ops
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
-class BatchGroupNormalization(keras.layers.Layer):
+class BatchGroupNormalization(NormalizationLayer):
     """Batch-Group normalization: group norm pooled over a few examples.
 
     The Four Things BN/GN combination for very small batches. In training,
@@ -184,12 +184,6 @@ class BatchGroupNormalization(keras.layers.Layer):
         self.moving_second_moment = None
 
     # ------------------------------------------------------------ validation
-    def _error(self, argument, value, fix):
-        return ValueError(
-            f"{type(self).__name__} (layer '{self.name}'): invalid "
-            f"`{argument}`={value!r}. {fix}"
-        )
-
     def _check_groups(self, groups):
         if isinstance(groups, bool) or not isinstance(groups, int) or (groups < 1 and groups != -1):
             raise self._error(
@@ -207,23 +201,6 @@ class BatchGroupNormalization(keras.layers.Layer):
                 "Pass a positive int (1 gives group normalization in training).",
             )
         return value
-
-    def _check_axis(self, axis):
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise self._error("axis", axis, "Pass one int, the channel axis (e.g. -1 or 1).")
-        return axis
-
-    def _check_unit_float(self, argument, value):
-        number = _as_float(value)
-        if number is None or not 0.0 <= number <= 1.0:
-            raise self._error(argument, value, "Pass a float in [0, 1].")
-        return number
-
-    def _check_epsilon(self, epsilon):
-        number = _as_float(epsilon)
-        if number is None or not number > 0.0 or math.isinf(number):
-            raise self._error("epsilon", epsilon, "Pass a positive float such as 1e-3.")
-        return number
 
     # ----------------------------------------------------------------- state
     def build(self, input_shape):
@@ -275,13 +252,6 @@ class BatchGroupNormalization(keras.layers.Layer):
             "moving_second_moment", shape, self.moving_second_moment_initializer
         )
         self.input_spec = keras.InputSpec(ndim=ndim, axes={self.axis: channels})
-
-    def _state(self, name, shape, initializer):
-        if not callable(initializer) or isinstance(initializer, initializers.Initializer):
-            initializer = initializers.get(initializers.serialize(initializer))
-        return self.add_weight(
-            shape=shape, name=name, initializer=initializer, trainable=False, autocast=False
-        )
 
     def compute_output_shape(self, input_shape):
         _stats.canonical_axis(self.axis, len(input_shape), f"{type(self).__name__} (layer '{self.name}')")
@@ -342,13 +312,3 @@ class BatchGroupNormalization(keras.layers.Layer):
             "inference_example_weight": self.inference_example_weight,
         }
         return {**super().get_config(), **config}
-
-
-def _as_float(value):
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number

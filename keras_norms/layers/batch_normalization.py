@@ -9,7 +9,6 @@ References:
     Ioffe, "Batch Renormalization", NeurIPS 2017.
 """
 
-import math
 
 import keras
 from keras import constraints
@@ -17,8 +16,8 @@ from keras import initializers
 from keras import ops
 from keras import regularizers
 
-from keras_norms import _backends
 from keras_norms import ops as knops
+from keras_norms.layers._base import NormalizationLayer
 from keras_norms.ops import _stats
 
 _RENORM_KEYS = ("rmax", "rmin", "dmax")
@@ -35,7 +34,7 @@ def _sqrt_of(initializer):
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
-class BatchNormalization(keras.layers.Layer):
+class BatchNormalization(NormalizationLayer):
     """Batch normalization with Ghost batches and inference example weighing.
 
     A drop-in superset of `keras.layers.BatchNormalization`: the same
@@ -214,29 +213,6 @@ class BatchNormalization(keras.layers.Layer):
         self.moving_variance = None
 
     # ------------------------------------------------------------ validation
-    def _error(self, argument, value, fix):
-        return ValueError(
-            f"{type(self).__name__} (layer '{self.name}'): invalid "
-            f"`{argument}`={value!r}. {fix}"
-        )
-
-    def _check_axis(self, axis):
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise self._error("axis", axis, "Pass one int, the channel axis (e.g. -1 or 1).")
-        return axis
-
-    def _check_unit_float(self, argument, value):
-        number = _as_float(value)
-        if number is None or not 0.0 <= number <= 1.0:
-            raise self._error(argument, value, "Pass a float in [0, 1].")
-        return number
-
-    def _check_epsilon(self, epsilon):
-        number = _as_float(epsilon)
-        if number is None or not number > 0.0 or math.isinf(number):
-            raise self._error("epsilon", epsilon, "Pass a positive float such as 1e-3.")
-        return number
-
     def _check_virtual_batch_size(self, value):
         if value is None:
             return None
@@ -328,13 +304,6 @@ class BatchNormalization(keras.layers.Layer):
             self.renorm_mean = self._state("renorm_mean", shape, self.moving_mean_initializer)
             self.renorm_stddev = self._state("renorm_stddev", shape, stddev_init)
         self.input_spec = keras.InputSpec(ndim=ndim, axes={self.axis: channels})
-
-    def _state(self, name, shape, initializer):
-        if not callable(initializer) or isinstance(initializer, initializers.Initializer):
-            initializer = initializers.get(initializers.serialize(initializer))
-        return self.add_weight(
-            shape=shape, name=name, initializer=initializer, trainable=False, autocast=False
-        )
 
     def compute_output_shape(self, input_shape):
         _stats.canonical_axis(self.axis, len(input_shape), f"{type(self).__name__} (layer '{self.name}')")
@@ -483,13 +452,3 @@ class GhostBatchNormalization(BatchNormalization):
                 "keras_norms.BatchNormalization for plain batch norm."
             )
         super().__init__(virtual_batch_size=virtual_batch_size, **kwargs)
-
-
-def _as_float(value):
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number

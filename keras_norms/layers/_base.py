@@ -1,0 +1,55 @@
+"""Shared anatomy of the normalization layers: argument checks and state.
+
+Every layer reports a bad argument the same way (a `ValueError` naming the
+layer, the argument, the value and the fix) and creates its non-trainable
+state the same way (`trainable=False`, `autocast=False`).
+"""
+
+import math
+
+import keras
+from keras import initializers
+
+
+class NormalizationLayer(keras.layers.Layer):
+    """Base class of the keras_norms normalization layers (not public)."""
+
+    def _error(self, argument, value, fix):
+            return ValueError(
+                f"{type(self).__name__} (layer '{self.name}'): invalid "
+                f"`{argument}`={value!r}. {fix}"
+            )
+
+    def _check_axis(self, axis):
+            if isinstance(axis, bool) or not isinstance(axis, int):
+                raise self._error("axis", axis, "Pass one int, the channel axis (e.g. -1 or 1).")
+            return axis
+
+    def _check_unit_float(self, argument, value):
+            number = _as_float(value)
+            if number is None or not 0.0 <= number <= 1.0:
+                raise self._error(argument, value, "Pass a float in [0, 1].")
+            return number
+
+    def _check_epsilon(self, epsilon):
+            number = _as_float(epsilon)
+            if number is None or not number > 0.0 or math.isinf(number):
+                raise self._error("epsilon", epsilon, "Pass a positive float such as 1e-3.")
+            return number
+
+    def _state(self, name, shape, initializer):
+            if not callable(initializer) or isinstance(initializer, initializers.Initializer):
+                initializer = initializers.get(initializers.serialize(initializer))
+            return self.add_weight(
+                shape=shape, name=name, initializer=initializer, trainable=False, autocast=False
+            )
+
+
+def _as_float(value):
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
