@@ -37,6 +37,29 @@ class NormalizationLayer(keras.layers.Layer):
                 raise self._error("epsilon", epsilon, "Pass a positive float such as 1e-3.")
             return number
 
+    def _add_gamma_beta(self, shape):
+        """Creates `gamma` (if `scale`) then `beta` (if `center`), as Keras BN does."""
+        if self.scale:
+            self.gamma = self.add_weight(
+                shape=shape,
+                name="gamma",
+                initializer=self.gamma_initializer,
+                regularizer=self.gamma_regularizer,
+                constraint=self.gamma_constraint,
+                trainable=True,
+                autocast=False,
+            )
+        if self.center:
+            self.beta = self.add_weight(
+                shape=shape,
+                name="beta",
+                initializer=self.beta_initializer,
+                regularizer=self.beta_regularizer,
+                constraint=self.beta_constraint,
+                trainable=True,
+                autocast=False,
+            )
+
     def _state(self, name, shape, initializer):
             if not callable(initializer) or isinstance(initializer, initializers.Initializer):
                 initializer = initializers.get(initializers.serialize(initializer))

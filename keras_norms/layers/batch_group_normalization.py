@@ -227,26 +227,7 @@ class BatchGroupNormalization(NormalizationLayer):
         self._channel_axis = axis
         self._num_groups = channels if self.groups == -1 else self.groups
         shape = (channels,)
-        if self.scale:
-            self.gamma = self.add_weight(
-                shape=shape,
-                name="gamma",
-                initializer=self.gamma_initializer,
-                regularizer=self.gamma_regularizer,
-                constraint=self.gamma_constraint,
-                trainable=True,
-                autocast=False,
-            )
-        if self.center:
-            self.beta = self.add_weight(
-                shape=shape,
-                name="beta",
-                initializer=self.beta_initializer,
-                regularizer=self.beta_regularizer,
-                constraint=self.beta_constraint,
-                trainable=True,
-                autocast=False,
-            )
+        self._add_gamma_beta(shape)
         self.moving_mean = self._state("moving_mean", shape, self.moving_mean_initializer)
         self.moving_second_moment = self._state(
             "moving_second_moment", shape, self.moving_second_moment_initializer

@@ -274,26 +274,7 @@ class BatchNormalization(NormalizationLayer):
             )
         self._channel_axis = axis
         shape = (channels,)
-        if self.scale:
-            self.gamma = self.add_weight(
-                shape=shape,
-                name="gamma",
-                initializer=self.gamma_initializer,
-                regularizer=self.gamma_regularizer,
-                constraint=self.gamma_constraint,
-                trainable=True,
-                autocast=False,
-            )
-        if self.center:
-            self.beta = self.add_weight(
-                shape=shape,
-                name="beta",
-                initializer=self.beta_initializer,
-                regularizer=self.beta_regularizer,
-                constraint=self.beta_constraint,
-                trainable=True,
-                autocast=False,
-            )
+        self._add_gamma_beta(shape)
         self.moving_mean = self._state("moving_mean", shape, self.moving_mean_initializer)
         self.moving_variance = self._state(
             "moving_variance", shape, self.moving_variance_initializer
