@@ -22,51 +22,26 @@ has none). Each case gives:
 * `normalized`: whether the output is O(1) whatever the input's scale (true
   for normalization layers). The WS layers' outputs scale with the input,
   and so does a 16-bit output's rounding error: their mixed-precision check
-  takes its absolute tolerance relative to the largest output.
+  takes its absolute tolerance relative to the largest output;
+* `batch_independent`: whether, in training as in inference, an example's
+  output depends on that example alone (FRN, NormProp, EvoNorm-S0, ...): the
+  suite then checks it alone against it among random others.
+
+The core families' cases are below; each other family keeps its cases in
+`tests/cases_<family>.py` (a tuple `CASES` of `tests.case.Case`), collected
+here in file-name order.
 """
 
-import dataclasses
-from typing import Callable
+import importlib
+import pathlib
 
 import keras_norms
 from tests import reference as ref
+from tests.case import Case
 from tests.reference import weight_standardization as ws_ref
 from tests.reference.batch_channel_norm import batch_channel_norm_oracle
 from tests.reference.batch_group_norm import batch_group_norm_oracle
 
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    name: str
-    layer: type
-    kwargs: dict
-    input_shape: tuple
-    oracle: Callable
-    channel_kwarg: str = "axis"
-    bad_arguments: tuple = ()
-    normalized: bool = True
-
-    def build(self, **overrides):
-        return self.layer(**{**self.kwargs, **overrides})
-
-    def channels_first_kwargs(self):
-        """Constructor overrides that make the layer read channels-first inputs."""
-        return {self.channel_kwarg: _CHANNEL_KWARGS[self.channel_kwarg][0]}
-
-    def bad_channel_kwargs(self):
-        """Overrides naming an invalid channel axis or format, and the regex of the error."""
-        _, bad, message = _CHANNEL_KWARGS[self.channel_kwarg]
-        return {self.channel_kwarg: bad(len(self.input_shape))}, message
-
-    def __repr__(self):  # pytest ids
-        return self.name
-
-
-# channel_kwarg -> (channels-first value, invalid value for an input of the given rank, error regex)
-_CHANNEL_KWARGS = {
-    "axis": (1, lambda rank: rank + 2, r"axis"),
-    "data_format": ("channels_first", lambda rank: "channels_middle", r"data_format"),
-}
 
 _RENORM_STATE = ("moving_mean", "moving_variance", "moving_stddev", "renorm_mean", "renorm_stddev")
 
@@ -317,3 +292,14 @@ CASES = (
         **_WS,
     ),
 )
+
+
+def _family_cases():
+    """Cases of the other families, from `tests/cases_<family>.py` (each defines `CASES`)."""
+    found = ()
+    for path in sorted(pathlib.Path(__file__).parent.glob("cases_*.py")):
+        found += importlib.import_module(f"tests.{path.stem}").CASES
+    return found
+
+
+CASES = CASES + _family_cases()

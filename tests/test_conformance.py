@@ -264,3 +264,19 @@ def test_bad_inputs_raise_and_leave_state_untouched(case):
         layer(make_input(wrong_channels), training=True)
     for w, old in zip(layer.weights, before):
         np.testing.assert_array_equal(to_numpy(w), old)
+
+
+BATCH_INDEPENDENT = [case for case in CASES if case.batch_independent]
+
+
+@pytest.mark.parametrize("case", BATCH_INDEPENDENT, ids=repr)
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+def test_example_alone_equals_example_among_others(case, training):
+    """A batch-independent layer gives example i the same output alone as in a batch of 8 random others."""
+    layer, _ = build(case)
+    example = make_input((1,) + case.input_shape[1:])
+    others = make_input((8,) + case.input_shape[1:], seed=77, scale=5.0, offset=-3.0)
+    batch = np.concatenate([others[:3], example, others[3:]])
+    alone = to_numpy(layer(example, training=training))
+    among_others = to_numpy(layer(batch, training=training))[3:4]
+    assert_close(among_others, alone)

@@ -15,27 +15,27 @@ class NormalizationLayer(keras.layers.Layer):
     """Base class of the keras_norms normalization layers (not public)."""
 
     def _error(self, argument, value, fix):
-            return ValueError(
-                f"{type(self).__name__} (layer '{self.name}'): invalid "
-                f"`{argument}`={value!r}. {fix}"
-            )
+        return ValueError(
+            f"{type(self).__name__} (layer '{self.name}'): invalid "
+            f"`{argument}`={value!r}. {fix}"
+        )
 
     def _check_axis(self, axis):
-            if isinstance(axis, bool) or not isinstance(axis, int):
-                raise self._error("axis", axis, "Pass one int, the channel axis (e.g. -1 or 1).")
-            return axis
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise self._error("axis", axis, "Pass one int, the channel axis (e.g. -1 or 1).")
+        return axis
 
     def _check_unit_float(self, argument, value):
-            number = _as_float(value)
-            if number is None or not 0.0 <= number <= 1.0:
-                raise self._error(argument, value, "Pass a float in [0, 1].")
-            return number
+        number = _as_float(value)
+        if number is None or not 0.0 <= number <= 1.0:
+            raise self._error(argument, value, "Pass a float in [0, 1].")
+        return number
 
     def _check_epsilon(self, epsilon):
-            number = _as_float(epsilon)
-            if number is None or not number > 0.0 or math.isinf(number):
-                raise self._error("epsilon", epsilon, "Pass a positive float such as 1e-3.")
-            return number
+        number = _as_float(epsilon)
+        if number is None or not number > 0.0 or math.isinf(number):
+            raise self._error("epsilon", epsilon, "Pass a positive float such as 1e-3.")
+        return number
 
     def _add_gamma_beta(self, shape):
         """Creates `gamma` (if `scale`) then `beta` (if `center`), as Keras BN does."""
@@ -61,11 +61,11 @@ class NormalizationLayer(keras.layers.Layer):
             )
 
     def _state(self, name, shape, initializer):
-            if not callable(initializer) or isinstance(initializer, initializers.Initializer):
-                initializer = initializers.get(initializers.serialize(initializer))
-            return self.add_weight(
-                shape=shape, name=name, initializer=initializer, trainable=False, autocast=False
-            )
+        if not callable(initializer) or isinstance(initializer, initializers.Initializer):
+            initializer = initializers.get(initializers.serialize(initializer))
+        return self.add_weight(
+            shape=shape, name=name, initializer=initializer, trainable=False, autocast=False
+        )
 
 
 def _as_float(value):
