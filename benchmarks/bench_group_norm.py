@@ -7,6 +7,7 @@ the per-channel gamma, beta), on one channels-last float32 input, of:
 
 * `keras_norms.ops.group_norm` with a per-channel affine (fast path on, and off: the keras.ops reference);
 * `keras_norms.BatchChannelNormalization` in both modes (batch step + group norm + final affine);
+* `keras_norms.BatchGroupNormalization(groups, examples_per_group=2)`, fast paths on and off;
 * `keras.layers.GroupNormalization(groups)`;
 * TensorFlow and JAX: `keras_norms.BatchNormalization()` on the same input (the target's baseline);
 * PyTorch: `F.group_norm` on the same NHWC data viewed as NCHW in channels_last memory format (the target's
@@ -196,6 +197,8 @@ def main():
         (OP_REF, GroupNormOp, {}, no_fast),
         ("BCN(mode='batch')", BatchChannelNormalization, {"groups": G}, plain),
         ("BCN(mode='estimate')", BatchChannelNormalization, {"groups": G, "mode": "estimate"}, plain),
+        ("BGN(examples_per_group=2)", keras_norms.BatchGroupNormalization, {"groups": G}, plain),
+        ("BGN(examples_per_group=2), fast off", keras_norms.BatchGroupNormalization, {"groups": G}, no_fast),
         ("keras.layers.GroupNormalization", keras.layers.GroupNormalization, {"groups": G, "epsilon": 1e-5}, plain),
         (KN_BN, keras_norms.BatchNormalization, {}, plain),
     ]

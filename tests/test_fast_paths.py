@@ -41,8 +41,8 @@ TORCH_KERNEL_CASES = [
 ]
 EXPECTED_KERNELS = {
     "torch": {"batch_norm", "batch_norm_inference", "batch_group_norm", "group_norm"},
-    "tensorflow": {"group_norm"},
-    "jax": {"group_norm"},
+    "tensorflow": {"batch_group_norm", "group_norm"},
+    "jax": {"batch_group_norm", "group_norm"},
 }
 
 

@@ -1,40 +1,123 @@
 """One-pass group normalization with a folded scale and shift (XLA fast path).
 
-The TensorFlow and JAX fast paths for `keras_norms.ops.group_norm` re-export
-`group_norm_one_pass` from here; it is written in `keras.ops` only, so it is
-shared. Under `jax.jit` or `tf.function(jit_compile=True)` XLA computes the
-two sums below in **one** pass over the data (sibling reductions fuse), and
-the output in a second, elementwise pass; the two-pass reference needs the
-mean before the squared deviations, three passes in all.
+The TensorFlow and JAX fast paths for `keras_norms.ops.group_norm` and
+`keras_norms.ops.batch_group_norm` re-export the kernels of this module; they
+are written in `keras.ops` only, so they are shared. Under `jax.jit` or
+`tf.function(jit_compile=True)` XLA computes the two sums below in **one**
+pass over the data (sibling reductions fuse), and the output in a second,
+elementwise pass; the two-pass reference needs the mean before the squared
+deviations, three passes in all.
 
-With a per-(example, group) shift $k_{n,g}$ behind a stop-gradient, the mean
-of the group's channels at the first spatial position, and $d = x - k$:
+A *cell* is the set $\\mathcal S$ normalized together: one example's group of
+channels (group norm) or $E$ consecutive examples' group of channels (batch-group
+norm), each over all spatial positions. With a per-cell shift $k$ behind a
+stop-gradient (the mean of the cell's values at the first spatial position)
+and $d = x - k$:
 
-$$\\bar d=\\operatorname{mean}_{\\mathcal S_{n,g}}d,\\qquad
-  \\sigma^2_{n,g}=\\max\\big(\\operatorname{mean}_{\\mathcal S_{n,g}}d^2-\\bar d^2,\\;0\\big),$$
+$$\\bar d=\\operatorname{mean}_{\\mathcal S}d,\\qquad
+  \\sigma^2=\\max\\big(\\operatorname{mean}_{\\mathcal S}d^2-\\bar d^2,\\;0\\big),$$
 
-$$a_c=\\frac{\\gamma_c}{\\sqrt{\\sigma^2_{n,g}+\\epsilon}},\\qquad
+$$a_c=\\frac{\\gamma_c}{\\sqrt{\\sigma^2+\\epsilon}},\\qquad
   b_c=\\beta_c-\\bar d\\,a_c,\\qquad y=d\\,a_c+b_c .$$
 
-This equals the two-pass reference, $\\mu_{n,g}=k_{n,g}+\\bar d$: the variance
-is shift-invariant, and $d\\,a+b=(x-\\mu)\\,a+\\beta$. Shifting matters in
+This equals the two-pass reference, $\\mu=k+\\bar d$: the variance is
+shift-invariant, and $d\\,a+b=(x-\\mu)\\,a+\\beta$. Shifting matters in
 float32: $E[x^2]-E[x]^2$ on raw data loses about $2\\log_{10}(|\\mu|/\\sigma)$
 digits (all of them at $|\\mu|/\\sigma\\approx 3000$), while $|\\bar d|$ is of
-the order of the group's standard deviation. The clamp at 0 guards the
+the order of the cell's standard deviation. The clamp at 0 guards the
 remaining round-off. Gradients are those of the formula: $k$ is a constant,
 and autodiff of the one-pass moments gives the exact gradient of the
 variance.
+
+The full-size tensor is never regrouped: the sums are first taken over the
+spatial axes per (example, channel), a reduction that keeps the channel axis
+in place (for channels-last data the vectorized pattern of batch norm), and
+only the small `(N, C)` partial sums are grouped into cells. On JAX (CPU,
+(32, 32, 32, 64), G=32, forward and backward) reducing the grouped
+`(N, H, W, G, C_g)` view directly took 7.1 ms, this form 3.5 ms, the two-pass
+reference 10 ms.
 """
 
 from keras import backend
 from keras import ops
 
 from keras_norms.ops import _stats
+from keras_norms.ops.normalization import _split_ghosts
 
 
-def _per_channel(v, groups, channels):
-    """`(N, G)` per-group values repeated over each group's channels: `(N, C)`."""
-    return ops.repeat(v, channels // groups, axis=1)
+class _Cells:
+    """Maps `(N, C)` per-(example, channel) values to `(K, G)` cells and back.
+
+    `K` groups of `examples` consecutive examples (the last one smaller, zero
+    padded, when `examples` does not divide the batch or the batch size is
+    unknown), `G` groups of consecutive channels.
+    """
+
+    def __init__(self, per_example, groups, examples):
+        """`per_example`: any `(N, C)` tensor of the batch (its size and layout)."""
+        self.groups, self.channels, self.examples = groups, per_example.shape[1], examples
+        if examples == 1:
+            self.counts, self.batch, self.padded = None, None, False
+        else:
+            _, valid, self.counts, self.batch = _split_ghosts(per_example, examples)
+            self.padded = valid is not None
+
+    def sum(self, v):
+        """`(N, C)` -> `(K, G)` sums over each cell's examples and channels."""
+        if self.examples > 1:
+            v, _, _, _ = _split_ghosts(v, self.examples)  # (K, E, C), padding rows are 0
+            v = ops.sum(v, axis=1)
+        return ops.sum(ops.reshape(v, (-1, self.groups, self.channels // self.groups)), axis=2)
+
+    def examples_per_cell(self):
+        """`(K, 1)` number of real examples in each cell's example group (or 1)."""
+        return 1 if self.counts is None else ops.expand_dims(self.counts, 1)
+
+    def spread(self, v):
+        """`(K, G)` per-cell values -> `(N, C)`, each example's and channel's cell value."""
+        if self.groups != self.channels:
+            v = ops.repeat(v, self.channels // self.groups, axis=1)
+        if self.examples > 1:
+            v = ops.repeat(v, self.examples, axis=0)
+            if self.padded:
+                v = v[: self.batch]
+        return v
+
+
+def _normalize_cells(x, gamma, beta, axis, epsilon, groups, examples):
+    """The one-pass normalization of every cell; also `(shift, s1, s2, spatial_count)`, all `(N, C)` but the count."""
+    ndim = len(x.shape)
+    channels = x.shape[axis]
+    spatial = [i for i in range(1, ndim) if i != axis]
+    per_channel_shape = [-1 if i == 0 else (channels if i == axis else 1) for i in range(ndim)]
+    spatial_count = _stats._count(x, spatial)
+    first = ops.reshape(x[tuple(slice(0, 1) if i in spatial else slice(None) for i in range(ndim))], (-1, channels))
+    cells = _Cells(first, groups, examples)
+    per_cell_channels = channels // groups
+
+    # Shift: the mean of each cell's values at the first spatial position, frozen.
+    first_count = ops.cast(cells.examples_per_cell(), x.dtype) * per_cell_channels
+    shift = ops.stop_gradient(cells.spread(cells.sum(first) / first_count))  # (N, C)
+    d = x - ops.reshape(shift, per_channel_shape)
+    if spatial:
+        s1, s2 = ops.sum(d, axis=spatial), ops.sum(ops.square(d), axis=spatial)  # (N, C), one pass
+    else:
+        s1, s2 = d, ops.square(d)
+    count = first_count * ops.cast(spatial_count, x.dtype)
+    mean_d = cells.sum(s1) / count  # (K, G)
+    variance = ops.maximum(cells.sum(s2) / count - ops.square(mean_d), 0.0)
+    scale = cells.spread(ops.rsqrt(variance + epsilon))  # (N, C)
+    if gamma is not None:
+        scale = scale * gamma
+    offset = -cells.spread(mean_d) * scale
+    if beta is not None:
+        offset = offset + beta
+    y = d * ops.reshape(scale, per_channel_shape) + ops.reshape(offset, per_channel_shape)
+    return y, (shift, s1, s2, spatial_count)
+
+
+def _accepts(x):
+    return backend.standardize_dtype(x.dtype) in ("float32", "float64")
 
 
 def group_norm_one_pass(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32):
@@ -44,41 +127,32 @@ def group_norm_one_pass(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=
     resolved, positive `groups`. Declines (returns `None`) for dtypes other
     than float32 and float64 (the op upcasts first; this only matters for
     direct calls).
-
-    The full-size tensor is never regrouped: the sums are first taken over
-    the spatial axes per (example, channel), a reduction that keeps the
-    channel axis in place (for channels-last data the vectorized pattern of
-    batch norm), and only the small `(N, C)` partial sums are grouped. On JAX
-    (CPU, (32, 32, 32, 64), G=32, forward and backward) reducing the grouped
-    `(N, H, W, G, C_g)` view directly took 7.1 ms, this form 3.5 ms, the
-    two-pass reference 10 ms.
     """
-    if backend.standardize_dtype(x.dtype) not in ("float32", "float64"):
+    if not _accepts(x):
         return None
-    ndim = len(x.shape)
-    channels = x.shape[axis]
-    spatial = [i for i in range(1, ndim) if i != axis]
-    per_channel_shape = [-1 if i == 0 else (channels if i == axis else 1) for i in range(ndim)]
+    y, _ = _normalize_cells(x, gamma, beta, axis, epsilon, groups, examples=1)
+    return y
 
-    def grouped(v):  # (N, C) -> (N, G, C_g)
-        return ops.reshape(v, (-1, groups, channels // groups))
 
-    # Shift: the mean of each group's channels at the first spatial position, frozen.
-    first = x[tuple(slice(0, 1) if i in spatial else slice(None) for i in range(ndim))]
-    shift = ops.mean(grouped(ops.reshape(first, (-1, channels))), axis=2)  # (N, G)
-    shift = ops.stop_gradient(_per_channel(shift, groups, channels))
-    d = x - ops.reshape(shift, per_channel_shape)
-    if spatial:
-        s1, s2 = ops.sum(d, axis=spatial), ops.sum(ops.square(d), axis=spatial)  # (N, C), one pass
-    else:
-        s1, s2 = d, ops.square(d)
-    count = ops.cast(_stats._count(x, spatial) * (channels // groups), x.dtype)
-    mean_d = ops.sum(grouped(s1), axis=2) / count  # (N, G)
-    variance = ops.maximum(ops.sum(grouped(s2), axis=2) / count - ops.square(mean_d), 0.0)
-    scale = _per_channel(ops.rsqrt(variance + epsilon), groups, channels)  # (N, C)
-    if gamma is not None:
-        scale = scale * gamma
-    offset = -_per_channel(mean_d, groups, channels) * scale
-    if beta is not None:
-        offset = offset + beta
-    return d * ops.reshape(scale, per_channel_shape) + ops.reshape(offset, per_channel_shape)
+def batch_group_norm_one_pass(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32, examples_per_group=2):
+    """`batch_group_norm` in one pass: cells of `E` examples x `C_g` channels.
+
+    Also returns the full-batch per-channel raw moments of the moving state,
+    from the same `(N, C)` partial sums of the shifted data:
+    $\\sum x=\\sum d+kS$ and $\\sum x^2=\\sum d^2+2k\\sum d+k^2S$ per
+    (example, channel), $S$ the spatial count, summed over the batch. The
+    batch need not be a multiple of $E$ (the last example group is smaller)
+    and may be unknown while tracing; $E$ is capped at a static batch size.
+    Declines as `group_norm_one_pass` does.
+    """
+    if not _accepts(x):
+        return None
+    examples = examples_per_group
+    if x.shape[0] is not None:
+        examples = max(1, min(examples, x.shape[0]))
+    y, (shift, s1, s2, spatial_count) = _normalize_cells(x, gamma, beta, axis, epsilon, groups, examples)
+    spatial_count = ops.cast(spatial_count, x.dtype)
+    total = ops.cast(ops.shape(x)[0], x.dtype) * spatial_count
+    mean = ops.sum(s1 + shift * spatial_count, axis=0) / total
+    second_moment = ops.sum(s2 + 2.0 * shift * s1 + ops.square(shift) * spatial_count, axis=0) / total
+    return y, mean, second_moment
