@@ -6,14 +6,35 @@ The whole public API:
   example weighing), `GhostBatchNormalization`, `BatchGroupNormalization`
   (the BN/GN combination for tiny batches), `BatchChannelNormalization`
   (batch step + group norm; EstBN micro-batch mode).
+* Normalization-activation layers: `EvoNormB0` (batch-dependent, replaces
+  BN + ReLU) and `EvoNormS0` (batch-independent, replaces GN + Swish).
+* Batch-independent layers: `FilterResponseNormalization` (FRN, optional
+  learned epsilon), `TLU` (its per-channel thresholded activation) and
+  `FilterResponseNormalizationTLU` (the two in one layer).
+* `ProxyNormalization`: the affine and activation after a LayerNorm or
+  GroupNorm, normalized by a Gaussian proxy (batch-independent BN + activation).
+* `MemorizedBatchNormalization` (MBN): BN statistics pooled over the last k
+  batches, the same memory at inference; `with_double_forward` (functional
+  models) and `DoubleForwardMixin` (subclassed models) add its Double
+  Forward training step.
 * Weight-standardized layers: `WSConv1D`, `WSConv2D`, `WSConv3D`,
   `WSDepthwiseConv2D`, `WSConv2DTranspose`, `WSDense` (Weight
   Standardization) and `ScaledWSConv1D`, `ScaledWSConv2D`, `ScaledWSConv3D`
   (Scaled WS with a gain, NF-Nets); `fold_weight_standardization` bakes the
   standardized kernels into plain Keras layers for export.
+* Normalization Propagation: `NormPropDense`, `NormPropConv1D`,
+  `NormPropConv2D`, `NormPropConv3D` (weights divided by their norm per
+  output unit, then gamma and beta) and `NormPropReLU` (the ReLU re-centred
+  by fixed constants); no batch statistics.
 * Training and inference utilities: `tune_inference_example_weight` (choose
   the example weight on held-out data), `set_inference_example_weight`,
   `BatchRenormSchedule` (a callback relaxing renorm's clipping).
+* Model conversion: `convert_normalization` (every BatchNormalization of a
+  built model, e.g. a Keras Applications ResNet, replaced by another
+  normalization, optionally with WS convolutions, weights carried over),
+  `freeze_normalization` (normalization layers frozen: BN in inference
+  mode), `fold_batch_normalization` (inference BN folded into the
+  convolution before it, for export).
 * Weight decay on gamma/beta: `DecayToward` (an L2 regularizer toward a
   target, 1/2 convention), `add_gamma_beta_decay` (gamma toward 1, beta toward
   0 on every normalization layer of a built model).
@@ -24,17 +45,34 @@ The whole public API:
 from keras_norms import config
 from keras_norms import ops
 from keras_norms.callbacks import BatchRenormSchedule
+from keras_norms.convert import convert_normalization
+from keras_norms.double_forward import DoubleForwardMixin
+from keras_norms.double_forward import with_double_forward
 from keras_norms.fold import fold_weight_standardization
+from keras_norms.freeze import fold_batch_normalization
+from keras_norms.freeze import freeze_normalization
 from keras_norms.inference_weight import ExampleWeightSearch
 from keras_norms.inference_weight import set_inference_example_weight
 from keras_norms.inference_weight import tune_inference_example_weight
 from keras_norms.layers import BatchChannelNormalization
 from keras_norms.layers import BatchGroupNormalization
 from keras_norms.layers import BatchNormalization
+from keras_norms.layers import EvoNormB0
+from keras_norms.layers import EvoNormS0
+from keras_norms.layers import FilterResponseNormalization
+from keras_norms.layers import FilterResponseNormalizationTLU
 from keras_norms.layers import GhostBatchNormalization
+from keras_norms.layers import MemorizedBatchNormalization
+from keras_norms.layers import NormPropConv1D
+from keras_norms.layers import NormPropConv2D
+from keras_norms.layers import NormPropConv3D
+from keras_norms.layers import NormPropDense
+from keras_norms.layers import NormPropReLU
+from keras_norms.layers import ProxyNormalization
 from keras_norms.layers import ScaledWSConv1D
 from keras_norms.layers import ScaledWSConv2D
 from keras_norms.layers import ScaledWSConv3D
+from keras_norms.layers import TLU
 from keras_norms.layers import WSConv1D
 from keras_norms.layers import WSConv2D
 from keras_norms.layers import WSConv2DTranspose
@@ -52,11 +90,24 @@ __all__ = [
     "BatchNormalization",
     "BatchRenormSchedule",
     "DecayToward",
+    "DoubleForwardMixin",
+    "EvoNormB0",
+    "EvoNormS0",
     "ExampleWeightSearch",
+    "FilterResponseNormalization",
+    "FilterResponseNormalizationTLU",
     "GhostBatchNormalization",
+    "MemorizedBatchNormalization",
+    "NormPropConv1D",
+    "NormPropConv2D",
+    "NormPropConv3D",
+    "NormPropDense",
+    "NormPropReLU",
+    "ProxyNormalization",
     "ScaledWSConv1D",
     "ScaledWSConv2D",
     "ScaledWSConv3D",
+    "TLU",
     "WSConv1D",
     "WSConv2D",
     "WSConv2DTranspose",
@@ -66,8 +117,12 @@ __all__ = [
     "__version__",
     "add_gamma_beta_decay",
     "config",
+    "convert_normalization",
+    "fold_batch_normalization",
     "fold_weight_standardization",
+    "freeze_normalization",
     "ops",
     "set_inference_example_weight",
     "tune_inference_example_weight",
+    "with_double_forward",
 ]

@@ -9,9 +9,9 @@ keras_norms.
 
 import warnings
 
-import keras
 from keras import ops
 
+from keras_norms import _clone
 from keras_norms.layers.weight_standardization import WeightStandardizationMixin
 
 # Arguments of the WS layers that their Keras counterparts do not take; LoRA
@@ -25,42 +25,15 @@ def _plain_copy(layer):
     return layer._plain_layer.from_config(config)
 
 
-def _functional_inputs(model):
-    """Fresh `keras.Input`s shaped like `model.input`, keeping the input layers' names.
-
-    (`clone_model` names a cloned Functional model's inputs after its input
-    tensors, `keras_tensor*`, which would change the folded model's input
-    names.)
-    """
-    names = {id(layer.output): layer.name for layer in model.layers if isinstance(layer, keras.layers.InputLayer)}
-    return keras.tree.map_structure(
-        lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=names.get(id(t))), model.input
-    )
-
-
-def _copy_weights(source, target):
-    """Copies `source`'s weights into its clone `target`, layer by layer."""
-    if len(source.layers) != len(target.layers):
-        raise RuntimeError(
-            f"fold_weight_standardization: the clone of '{source.name}' has "
-            f"{len(target.layers)} layers, the model {len(source.layers)}."
-        )
-    for layer, clone in zip(source.layers, target.layers):
-        is_ws = isinstance(layer, WeightStandardizationMixin)
-        if type(clone) is not (layer._plain_layer if is_ws else type(layer)):
-            raise RuntimeError(
-                f"fold_weight_standardization: layer '{layer.name}' of '{source.name}' "
-                f"was cloned out of order (found '{clone.name}', a {type(clone).__name__})."
-            )
-        if is_ws:
-            weights = [ops.convert_to_numpy(layer.standardized_kernel())]
-            if layer.bias is not None:
-                weights.append(ops.convert_to_numpy(layer.bias))
-            clone.set_weights(weights)
-        elif isinstance(layer, keras.Model) and clone is not layer and hasattr(layer, "layers"):
-            _copy_weights(layer, clone)
-        elif clone is not layer:
-            clone.set_weights(layer.get_weights())
+def _copy_weights(layer, clone):
+    """Copies `layer`'s weights into `clone`: for a WS layer, its standardized kernel and its bias."""
+    if isinstance(layer, WeightStandardizationMixin):
+        weights = [ops.convert_to_numpy(layer.standardized_kernel())]
+        if layer.bias is not None:
+            weights.append(ops.convert_to_numpy(layer.bias))
+        clone.set_weights(weights)
+    elif clone is not layer:
+        clone.set_weights(layer.get_weights())
 
 
 def fold_weight_standardization(model):
@@ -101,23 +74,23 @@ def fold_weight_standardization(model):
     folded = keras_norms.fold_weight_standardization(model)
     folded.save("model.keras")  # loads with keras alone
     ```
-    """
-    if not isinstance(model, keras.Model) or not model.built:
-        raise ValueError(
-            "fold_weight_standardization: `model` must be a built Functional or "
-            f"Sequential keras.Model, received {type(model).__name__}"
-            f"{'' if getattr(model, 'built', True) else ' (not built)'}. Build "
-            "it first, e.g. by calling it on data or starting it with keras.Input."
-        )
 
-    def clone_function(layer):
+    References:
+        - [Qiao et al., 2019](https://arxiv.org/abs/1903.10520) (Weight
+          Standardization)
+        - [Brock et al., 2021a](https://arxiv.org/abs/2101.08692) (Scaled WS,
+          NF-ResNets)
+    """
+    _clone.check_model(model, "fold_weight_standardization")
+
+    def replace(layer):
         if isinstance(layer, WeightStandardizationMixin):
             return _plain_copy(layer)
         return layer.__class__.from_config(layer.get_config())
 
-    inputs = None if isinstance(model, keras.Sequential) else _functional_inputs(model)
-    folded = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone_function, recursive=True)
-    _copy_weights(model, folded)
+    folded, pairs = _clone.clone(model, replace)
+    for layer, clone in pairs:
+        _copy_weights(layer, clone)
     left = [layer.name for layer in folded._flatten_layers() if isinstance(layer, WeightStandardizationMixin)]
     if left:
         warnings.warn(

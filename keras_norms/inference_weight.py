@@ -39,6 +39,10 @@ def set_inference_example_weight(model, value):
 
     Raises:
         ValueError: if `value` is not in [0, 1] or no layer supports it.
+
+    Reference:
+        - [Summers & Dinneen, 2020](https://arxiv.org/abs/1906.03548), §3
+          (one example weight for the whole network, chosen after training).
     """
     number = float(value)
     if not 0.0 <= number <= 1.0 or math.isnan(number):

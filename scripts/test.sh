@@ -2,7 +2,8 @@
 # The whole test matrix, from nothing: set-up, one pytest process per backend
 # (TensorFlow, JAX, PyTorch, one after another), the cross-backend phases
 # (.keras files loaded across backends, outputs compared pairwise), and the
-# docs build (`mkdocs build --strict`). Exits non-zero if any step fails.
+# docs build (`mkdocs build --strict`) and the built site checked in headless
+# Chromium (tests/docs). Exits non-zero if any step fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh || exit 1
@@ -35,7 +36,14 @@ run "compare outputs across backends" env KERAS_BACKEND=numpy KERAS_NORMS_PARITY
   "$PY" -m pytest tests/parity/test_compare_backends.py -q -s -p no:cacheprovider \
   --junitxml=".reports/compare.xml"
 run "docs: mkdocs build --strict" bash -c \
-  "bash docs/scripts/fetch_katex.sh && '$PY' -m mkdocs build --strict -q && test -f site/assets/vendor/katex/katex.min.js"
+  "rm -rf site && bash docs/scripts/fetch_katex.sh && '$PY' -m mkdocs build --strict -q && test -f site/assets/vendor/katex/katex.min.js"
+# The built site in headless Chromium (math rendered, no broken internal links):
+# install_chromium.sh installs Debian chromium if absent, or says why it cannot
+# (then only the browser test skips). tests/docs is collected only when
+# KERAS_NORMS_SITE_DIR is set; it skips if the build above wrote no site.
+run "docs: install Chromium if absent" bash scripts/install_chromium.sh
+run "docs: rendered site (KaTeX math, internal links)" env KERAS_BACKEND=numpy KERAS_NORMS_SITE_DIR="$PWD/site" \
+  "$PY" -m pytest tests/docs -q -p no:cacheprovider --junitxml=".reports/docs.xml"
 
 echo
 "$PY" - <<'PYEOF'

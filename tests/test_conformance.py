@@ -37,6 +37,8 @@ def random_weights(layer, seed=SEED + 1):
         elif "second_moment" in w.name:  # E[x^2] >= E[x]^2: a variance plus the mean's square
             mean = values.get(w.name.replace("second_moment", "mean"), 0.0)
             value = rng.uniform(0.6, 1.6, size=shape) + np.square(mean)
+        elif w.name.endswith("_count"):  # a counter (MBN's memory_count): a non-negative integer
+            value = np.full(shape, rng.integers(1, 8), dtype="float64")
         else:
             value = rng.normal(size=shape) * 0.5
         values[w.name] = value.astype("float32")

@@ -63,3 +63,21 @@ def test_microbatch_ws_bcn_smoke():
         match = re.search(rf"^{re.escape(variant)}\s+\|\s+(\d+\.\d+) \|", result.stdout, re.MULTILINE)
         assert match, f"no row for {variant}:\n{result.stdout[-2000:]}"
         assert 0.0 <= float(match.group(1)) <= 1.0
+
+
+def test_batch_independent_smoke():
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "batch_independent.py"), "--smoke"],
+        cwd=EXAMPLES.parent,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    rows = re.findall(r"^\| (BN\+ReLU|FRN\+TLU|EvoNorm-S0)\s+\|\s+(\d+) \|\s+(\d+\.\d+) \|", result.stdout, re.MULTILINE)
+    assert sorted((norm, int(batch)) for norm, batch, _ in rows) == sorted(
+        (norm, batch) for norm in ("BN+ReLU", "FRN+TLU", "EvoNorm-S0") for batch in (2, 32)
+    ), result.stdout[-2000:]
+    for _, _, accuracy in rows:
+        assert 0.0 <= float(accuracy) <= 1.0

@@ -1,6 +1,11 @@
-"""The public surface: every exported layer is in the conformance registry."""
+"""The public surface: every exported layer is in the conformance registry,
+every public symbol is on the API page, and every docstring has its sections."""
 
+import ast
 import inspect
+import pathlib
+import re
+import textwrap
 
 import keras
 
@@ -39,3 +44,102 @@ def test_every_layer_documents_its_equation_args_and_reference():
         doc = inspect.getdoc(cls)
         for section in ("$$", "Args:", "Call arguments:", "Returns:", "Reference:"):
             assert section in doc, f"{name} docstring lacks {section!r}"
+
+
+# ------------------------------------------------------------ API page, docstrings
+API_PAGE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "api.md"
+ENTRY = re.compile(r"^:::\s+keras_norms\.([A-Za-z_][\w.]*)\s*$", re.M)
+
+
+def public_symbols():
+    """The classes and functions of `keras_norms.__all__` (not modules, not `__version__`)."""
+    return {
+        name: getattr(keras_norms, name)
+        for name in keras_norms.__all__
+        if inspect.isclass(getattr(keras_norms, name)) or inspect.isfunction(getattr(keras_norms, name))
+    }
+
+
+def public_functions():
+    """Every public function: top-level ones, `keras_norms.ops.__all__`, `keras_norms.config`'s."""
+    functions = {name: obj for name, obj in public_symbols().items() if inspect.isfunction(obj)}
+    functions.update({f"ops.{name}": getattr(keras_norms.ops, name) for name in keras_norms.ops.__all__})
+    functions.update(
+        {
+            f"config.{name}": obj
+            for name, obj in vars(keras_norms.config).items()
+            if not name.startswith("_") and inspect.isfunction(obj) and obj.__module__ == keras_norms.config.__name__
+        }
+    )
+    return functions
+
+
+def _own_nodes(function):
+    """The AST nodes of `function`'s body, nested functions, lambdas and classes left out."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(function))))
+    stack = list(tree.body[0].body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _returns_a_value(function):
+    return any(
+        isinstance(node, ast.Return)
+        and node.value is not None
+        and not (isinstance(node.value, ast.Constant) and node.value.value is None)
+        for node in _own_nodes(function)
+    )
+
+
+def _raises(function):
+    """Whether the body raises an exception itself (a bare re-`raise` does not count)."""
+    return any(isinstance(node, ast.Raise) and node.exc is not None for node in _own_nodes(function))
+
+
+def _summary_problem(doc):
+    lines = doc.splitlines() if doc else []
+    if not lines or not lines[0].strip():
+        return "no docstring"
+    if not lines[0].rstrip().endswith("."):
+        return f"the first line {lines[0]!r} is not a one-sentence summary ending with '.'"
+    if len(lines) > 1 and lines[1].strip():
+        return "the one-line summary is not followed by a blank line"
+    return None
+
+
+def test_every_public_class_and_function_is_on_the_api_page():
+    documented = set(ENTRY.findall(API_PAGE.read_text()))
+    missing = sorted(set(public_symbols()) - documented)
+    assert not missing, f"add `::: keras_norms.<name>` entries to docs/api.md for: {missing}"
+
+
+def test_every_public_symbol_has_a_one_line_summary():
+    symbols = {**public_symbols(), **public_functions()}
+    problems = {name: _summary_problem(inspect.getdoc(obj)) for name, obj in symbols.items()}
+    problems = {name: problem for name, problem in problems.items() if problem}
+    assert not problems, "\n".join(f"{name}: {problem}" for name, problem in sorted(problems.items()))
+
+
+def test_every_public_function_documents_args_returns_raises():
+    """Google style: `Args:` when it takes arguments, `Returns:` when it returns a
+    value (unless the summary starts with "Returns", as the style guide allows),
+    `Raises:` when its body raises; top-level functions also cite a `Reference:`."""
+    problems = {}
+    for name, function in public_functions().items():
+        doc = inspect.getdoc(function) or ""
+        lacks = []
+        if inspect.signature(function).parameters and "\nArgs:" not in doc:
+            lacks.append("Args:")
+        if _returns_a_value(function) and "\nReturns:" not in doc and not doc.startswith("Returns"):
+            lacks.append("Returns:")
+        if _raises(function) and "\nRaises:" not in doc:
+            lacks.append("Raises:")
+        if "." not in name and not re.search(r"^References?:", doc, re.M):
+            lacks.append("Reference:")
+        if lacks:
+            problems[name] = lacks
+    assert not problems, "\n".join(f"{name} docstring lacks {lacks}" for name, lacks in sorted(problems.items()))

@@ -41,29 +41,26 @@ def _positive_float(value):
     return number if number > 0.0 and math.isfinite(number) else None
 
 
-class WeightStandardizationMixin:
-    """Standardizes the kernel of the Keras layer that follows it in the MRO.
+class KernelReparameterizationMixin:
+    """Applies a function of the float32 master kernel instead of the raw kernel.
 
-    Subclasses set `_plain_layer` (the Keras counterpart) and, where the
-    kernel layout needs it, `_output_axes` (the kernel axes that index the
-    standardized units; every other axis is fan-in). The mixin adds the
-    `ws_epsilon` argument and:
+    The machinery shared by the WS layers below and the NormProp layers
+    (`keras_norms.layers.normalization_propagation`); not public. Subclasses
+    set `_plain_layer` (the Keras counterpart) and, where the kernel layout
+    needs it, `_output_axes` (the kernel axes that index the output units;
+    every other axis is fan-in), and define `_call_kernel()` (the kernel the
+    layer applies, in the compute dtype). The mixin:
 
     * creates `kernel` (and LoRA factors) with `autocast=False`, so the
-      statistics are always computed from the float32 master weights;
-    * raises a `ValueError` at `build` when the fan-in is 1;
-    * `standardized_kernel()`: the kernel the layer applies, in float32;
-    * `get_config()` with `ws_epsilon`.
+      statistics are always computed from the float32 master weights, after
+      the hook `_check_kernel_shape(shape)` (no check here);
+    * `effective_kernel()`: the raw kernel plus the LoRA delta, in float32;
+    * `call(inputs, training=None)`, `_conv_call(inputs)` (the convolution
+      of `keras.layers.Conv1D/2D/3D`) and `_bias_and_activation(outputs)`.
     """
 
     _plain_layer = None
     _output_axes = (-1,)
-
-    def __init__(self, *args, ws_epsilon=1e-5, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.ws_epsilon = self._check_positive(
-            "ws_epsilon", ws_epsilon, "Pass a positive float such as 1e-5."
-        )
 
     # ------------------------------------------------------------ validation
     def _error(self, argument, value, fix):
@@ -78,25 +75,14 @@ class WeightStandardizationMixin:
             raise self._error(argument, value, fix)
         return number
 
-    def _check_fan_in(self, shape):
-        shape = tuple(int(s) for s in shape)
-        axes = ws_ops.fan_in_axes(len(shape), self._output_axes)
-        if ws_ops.fan_in(shape, axes) == 1:
-            raise ValueError(
-                f"{type(self).__name__} (layer '{self.name}'): the kernel of "
-                f"shape {shape} has fan-in 1 (the product of its axes "
-                f"{tuple(axes)}), so every standardized weight would be 0 and "
-                "the layer would output its bias alone. Give each output "
-                "channel more than one weight (a larger `kernel_size`, or more "
-                "input channels per group), or use "
-                f"keras.layers.{self._plain_layer.__name__} for this layer."
-            )
+    def _check_kernel_shape(self, shape):
+        """Hook called with the kernel's shape before it is created."""
 
     # ----------------------------------------------------------------- state
     def add_weight(self, *args, **kwargs):
         name = kwargs.get("name")
         if name == "kernel" and kwargs.get("shape") is not None:
-            self._check_fan_in(kwargs["shape"])
+            self._check_kernel_shape(kwargs["shape"])
         if name in _MASTER_WEIGHTS:
             kwargs["autocast"] = False
         return super().add_weight(*args, **kwargs)
@@ -117,6 +103,77 @@ class WeightStandardizationMixin:
             kernel = kernel + delta * (self.lora_alpha / self.lora_rank)
         return kernel
 
+    def call(self, inputs, training=None):
+        # `training` is accepted, and ignored (these layers compute the same
+        # function in training and inference), so that
+        # `stateless_call(..., training=...)` works as on every keras_norms
+        # layer; the Keras convolutions' `call` takes no `training`.
+        return super().call(inputs)
+
+    def _conv_call(self, inputs):
+        """`keras.layers.Conv1D/2D/3D.call` ("causal" padding included) with `_call_kernel()`."""
+        padding = self.padding
+        if padding == "causal":
+            inputs = ops.pad(inputs, self._compute_causal_padding())
+            padding = "valid"
+        outputs = ops.conv(
+            inputs,
+            self._call_kernel(),
+            strides=list(self.strides),
+            padding=padding,
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
+        return self._bias_and_activation(outputs)
+
+    def _bias_and_activation(self, outputs):
+        # What the Keras layers do after their convolution or matmul.
+        if self.bias is not None:
+            bias = self.bias
+            if getattr(self, "data_format", "channels_last") == "channels_first":
+                bias = ops.reshape(bias, (1, -1) + (1,) * (len(outputs.shape) - 2))
+            outputs = ops.add(outputs, bias)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+
+class WeightStandardizationMixin(KernelReparameterizationMixin):
+    """Standardizes the kernel of the Keras layer that follows it in the MRO.
+
+    Subclasses set `_plain_layer` (the Keras counterpart) and, where the
+    kernel layout needs it, `_output_axes` (the kernel axes that index the
+    standardized units; every other axis is fan-in). The mixin adds the
+    `ws_epsilon` argument and:
+
+    * creates `kernel` (and LoRA factors) with `autocast=False`, so the
+      statistics are always computed from the float32 master weights;
+    * raises a `ValueError` at `build` when the fan-in is 1;
+    * `standardized_kernel()`: the kernel the layer applies, in float32;
+    * `get_config()` with `ws_epsilon`.
+    """
+
+    def __init__(self, *args, ws_epsilon=1e-5, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ws_epsilon = self._check_positive(
+            "ws_epsilon", ws_epsilon, "Pass a positive float such as 1e-5."
+        )
+
+    def _check_kernel_shape(self, shape):
+        shape = tuple(int(s) for s in shape)
+        axes = ws_ops.fan_in_axes(len(shape), self._output_axes)
+        if ws_ops.fan_in(shape, axes) == 1:
+            raise ValueError(
+                f"{type(self).__name__} (layer '{self.name}'): the kernel of "
+                f"shape {shape} has fan-in 1 (the product of its axes "
+                f"{tuple(axes)}), so every standardized weight would be 0 and "
+                "the layer would output its bias alone. Give each output "
+                "channel more than one weight (a larger `kernel_size`, or more "
+                "input channels per group), or use "
+                f"keras.layers.{self._plain_layer.__name__} for this layer."
+            )
+
+    # ------------------------------------------------------------------ math
     def _standardize(self, kernel, axes):
         return ws_ops.standardize_weights(kernel, axes, self.ws_epsilon)
 
@@ -131,24 +188,6 @@ class WeightStandardizationMixin:
 
     def _call_kernel(self):
         return ops.cast(self.standardized_kernel(), self.compute_dtype)
-
-    def call(self, inputs, training=None):
-        # `training` is accepted, and ignored (WS computes the same function in
-        # training and inference), so that `stateless_call(..., training=...)`
-        # works as on every keras_norms layer; the Keras convolutions' `call`
-        # takes no `training`.
-        return super().call(inputs)
-
-    def _bias_and_activation(self, outputs):
-        # What the Keras layers do after their convolution or matmul.
-        if self.bias is not None:
-            bias = self.bias
-            if getattr(self, "data_format", "channels_last") == "channels_first":
-                bias = ops.reshape(bias, (1, -1) + (1,) * (len(outputs.shape) - 2))
-            outputs = ops.add(outputs, bias)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
 
     # ---------------------------------------------------------- serialization
     def get_config(self):
@@ -239,7 +278,8 @@ class WSConv1D(WeightStandardizationMixin, keras.layers.Conv1D):
     Args:
         ws_epsilon: float > 0 added to the variance inside the square root.
             Defaults to 1e-5.
-        *args, **kwargs: every argument of `keras.layers.Conv1D` (`filters`,
+        *args: positional arguments of `keras.layers.Conv1D`.
+        **kwargs: every other argument of `keras.layers.Conv1D` (`filters`,
             `kernel_size`, `strides`, `padding`, `data_format`,
             `dilation_rate`, `groups`, `activation`, `use_bias`, ...).
 
@@ -271,19 +311,7 @@ class WSConv1D(WeightStandardizationMixin, keras.layers.Conv1D):
     def call(self, inputs, training=None):
         # keras.layers.Conv1D.call convolves `self.kernel` directly (not
         # through `convolution_op`), so the 1D layer overrides `call`.
-        padding = self.padding
-        if padding == "causal":
-            inputs = ops.pad(inputs, self._compute_causal_padding())
-            padding = "valid"
-        outputs = ops.conv(
-            inputs,
-            self._call_kernel(),
-            strides=list(self.strides),
-            padding=padding,
-            dilation_rate=self.dilation_rate,
-            data_format=self.data_format,
-        )
-        return self._bias_and_activation(outputs)
+        return self._conv_call(inputs)
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
@@ -312,7 +340,8 @@ class WSConv2D(WeightStandardizationMixin, keras.layers.Conv2D):
     Args:
         ws_epsilon: float > 0 added to the variance inside the square root.
             Defaults to 1e-5.
-        *args, **kwargs: every argument of `keras.layers.Conv2D` (`filters`,
+        *args: positional arguments of `keras.layers.Conv2D`.
+        **kwargs: every other argument of `keras.layers.Conv2D` (`filters`,
             `kernel_size`, `strides`, `padding`, `data_format`,
             `dilation_rate`, `groups`, `activation`, `use_bias`,
             initializers, regularizers and constraints of the raw kernel,
@@ -374,7 +403,8 @@ class WSConv3D(WeightStandardizationMixin, keras.layers.Conv3D):
     Args:
         ws_epsilon: float > 0 added to the variance inside the square root.
             Defaults to 1e-5.
-        *args, **kwargs: every argument of `keras.layers.Conv3D`.
+        *args: positional arguments of `keras.layers.Conv3D`.
+        **kwargs: every other argument of `keras.layers.Conv3D`.
 
     Call arguments:
         inputs: tensor of rank 5, channels last or first.
@@ -422,7 +452,8 @@ class WSDepthwiseConv2D(WeightStandardizationMixin, keras.layers.DepthwiseConv2D
     Args:
         ws_epsilon: float > 0 added to the variance inside the square root.
             Defaults to 1e-5.
-        *args, **kwargs: every argument of `keras.layers.DepthwiseConv2D`
+        *args: positional arguments of `keras.layers.DepthwiseConv2D`.
+        **kwargs: every other argument of `keras.layers.DepthwiseConv2D`
             (`kernel_size`, `strides`, `padding`, `depth_multiplier`,
             `data_format`, `dilation_rate`, `activation`, `use_bias`, ...).
 
@@ -485,7 +516,8 @@ class WSConv2DTranspose(WeightStandardizationMixin, keras.layers.Conv2DTranspose
     Args:
         ws_epsilon: float > 0 added to the variance inside the square root.
             Defaults to 1e-5.
-        *args, **kwargs: every argument of `keras.layers.Conv2DTranspose`.
+        *args: positional arguments of `keras.layers.Conv2DTranspose`.
+        **kwargs: every other argument of `keras.layers.Conv2DTranspose`.
 
     Call arguments:
         inputs: tensor of rank 4, channels last or first.
@@ -547,7 +579,8 @@ class WSDense(WeightStandardizationMixin, keras.layers.Dense):
     Args:
         ws_epsilon: float > 0 added to the variance inside the square root.
             Defaults to 1e-5.
-        *args, **kwargs: every argument of `keras.layers.Dense`.
+        *args: positional arguments of `keras.layers.Dense`.
+        **kwargs: every other argument of `keras.layers.Dense`.
 
     Call arguments:
         inputs: tensor of rank >= 2, features last.
@@ -620,7 +653,8 @@ class ScaledWSConv1D(ScaledWeightStandardizationMixin, WSConv1D):
             $\\sqrt{\\max(I\\sigma^2,10^{-4})}$ is not implemented.
         gain_initializer: initializer of `gain` (shape `(filters,)`).
             Defaults to `"ones"`.
-        *args, **kwargs: every argument of `keras.layers.Conv1D`.
+        *args: positional arguments of `keras.layers.Conv1D`.
+        **kwargs: every other argument of `keras.layers.Conv1D`.
 
     Call arguments:
         inputs: tensor of rank 3, channels last or first.
@@ -673,7 +707,8 @@ class ScaledWSConv2D(ScaledWeightStandardizationMixin, WSConv2D):
             $\\sqrt{\\max(I\\sigma^2,10^{-4})}$ is not implemented.
         gain_initializer: initializer of `gain` (shape `(filters,)`).
             Defaults to `"ones"`.
-        *args, **kwargs: every argument of `keras.layers.Conv2D`.
+        *args: positional arguments of `keras.layers.Conv2D`.
+        **kwargs: every other argument of `keras.layers.Conv2D`.
 
     Call arguments:
         inputs: tensor of rank 4, channels last or first.
@@ -722,7 +757,8 @@ class ScaledWSConv3D(ScaledWeightStandardizationMixin, WSConv3D):
             Defaults to 1e-6 (timm).
         gain_initializer: initializer of `gain` (shape `(filters,)`).
             Defaults to `"ones"`.
-        *args, **kwargs: every argument of `keras.layers.Conv3D`.
+        *args: positional arguments of `keras.layers.Conv3D`.
+        **kwargs: every other argument of `keras.layers.Conv3D`.
 
     Call arguments:
         inputs: tensor of rank 5, channels last or first.

@@ -1,0 +1,181 @@
+"""Double Forward training for Memorized Batch Normalization.
+
+Guo et al., "Double Forward Propagation for Memorized Batch Normalization",
+AAAI 2018 (arXiv:2010.04947). After each optimizer step the batch just
+trained on is run through the network a second time, without gradient, so
+that every `MemorizedBatchNormalization` layer re-memorizes it under the
+updated weights (spec §9.3; the paper's exact procedure is [unverified]).
+
+Each training step on batch $B_t$:
+
+1. **Forward 1** (`training=True`): the usual loss, gradients and optimizer
+   update $\\theta_t\\to\\theta_{t+1}$. MBN layers memorize $B_t$ in slot
+   $n \\bmod k$ but leave their counter $n$.
+2. **Forward 2** (no gradient): the model is called on the same $B_t$ with
+   `training=False`, so Dropout, augmentation layers and Keras
+   BatchNormalization run in inference mode (and are not updated twice),
+   while every MBN layer computes $B_t$'s moments under $\\theta_{t+1}$,
+   overwrites the same slot, and advances its counter.
+
+The trainers of the three backends differ (a TensorFlow gradient tape, a
+stateless JAX step threading `non_trainable_variables`, PyTorch's autograd),
+so the step itself lives in one small module per backend,
+`keras_norms/_backends/<backend>_double_forward.py`, chosen at runtime.
+"""
+
+import contextlib
+import importlib
+
+import keras
+
+from keras_norms.layers.memorized_batch_normalization import MemorizedBatchNormalization
+
+
+def memorized_layers(model):
+    """The `MemorizedBatchNormalization` layers inside `model`, recursively."""
+    layers = model._flatten_layers(include_self=False)
+    return [layer for layer in layers if isinstance(layer, MemorizedBatchNormalization)]
+
+
+@contextlib.contextmanager
+def double_forward_phase(layers, phase):
+    """Sets what the MBN `layers` do when called: "hold" (Forward 1) or "refresh" (Forward 2).
+
+    A Python attribute read when a layer is called, hence when a train step
+    is traced: the phase is part of the traced step.
+    """
+    previous = [layer._double_forward_phase for layer in layers]
+    for layer in layers:
+        layer._double_forward_phase = phase
+    try:
+        yield
+    finally:
+        for layer, old in zip(layers, previous):
+            layer._double_forward_phase = old
+
+
+def forward_kwargs(model):
+    """Keyword arguments of the Forward 2 call: inference mode for every other layer."""
+    return {"training": False} if getattr(model, "_call_has_training_arg", True) else {}
+
+
+def _backend_train_step():
+    module = importlib.import_module(f"keras_norms._backends.{keras.backend.backend()}_double_forward")
+    return module.double_forward_train_step
+
+
+class DoubleForwardMixin:
+    """Adds Double Forward training to a `keras.Model` subclass.
+
+    Put it before `keras.Model` in the bases of a subclassed model; for a
+    functional or Sequential model use `keras_norms.with_double_forward`.
+    `fit` then runs, for each batch, the usual training step (Forward 1 and
+    the optimizer update) followed by a no-gradient Forward 2 of the same
+    batch, in which the model is called with `training=False` and every
+    `MemorizedBatchNormalization` layer re-memorizes the batch's moments
+    under the updated weights and advances its counter (once per step).
+    Models without MBN layers train as usual. `evaluate` and `predict` are
+    unchanged.
+
+    The batch seen by Forward 2 is the one given to the step: augmentation
+    inside the model is the identity in Forward 2, so augment in the input
+    pipeline. Each replica of a distributed run keeps its own memory.
+
+    Example:
+
+    ```python
+    import keras, keras_norms
+
+    class Net(keras_norms.DoubleForwardMixin, keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(8)
+            self.norm = keras_norms.MemorizedBatchNormalization()
+            self.head = keras.layers.Dense(1)
+
+        def call(self, x, training=False):
+            return self.head(self.norm(self.dense(x), training=training))
+    ```
+
+    Reference:
+        - [Guo et al., 2018](https://arxiv.org/abs/2010.04947), "Double
+          Forward Propagation for Memorized Batch Normalization", AAAI 2018
+    """
+
+    def train_step(self, *args):
+        layers = memorized_layers(self)
+        if not layers:
+            return super().train_step(*args)
+        return _backend_train_step()(self, super().train_step, layers, *args)
+
+
+@keras.saving.register_keras_serializable(package="keras_norms")
+class DoubleForwardModel(DoubleForwardMixin, keras.Model):
+    """A functional `keras.Model` trained with Double Forward.
+
+    Built by `keras_norms.with_double_forward(model)`, or directly as
+    `DoubleForwardModel(inputs, outputs)`; saved and loaded like any
+    functional model (`.keras` files record this class). Subclassed models
+    use `keras_norms.DoubleForwardMixin` instead.
+    """
+
+
+def with_double_forward(model, name=None):
+    """Returns `model` set up for Double Forward training.
+
+    The result is a functional `DoubleForwardModel` on `model`'s inputs and
+    outputs: it shares `model`'s layers and weights (training one trains the
+    other), and its `fit` runs a no-gradient second forward pass after each
+    optimizer step that refreshes the memory of every
+    `MemorizedBatchNormalization` layer (see `DoubleForwardMixin`). Compile
+    the returned model.
+
+    Args:
+        model: a built functional or Sequential `keras.Model` (one whose
+            `inputs` and `outputs` are defined). Subclassed models: add
+            `keras_norms.DoubleForwardMixin` to their bases instead.
+        name: optional name of the new model. Defaults to `model.name`.
+
+    Returns:
+        A `DoubleForwardModel`; `model` itself if it already trains with
+        Double Forward.
+
+    Raises:
+        ValueError: if `model` has no symbolic inputs and outputs.
+
+    Example:
+
+    ```python
+    import keras, keras_norms
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(16),
+        keras_norms.MemorizedBatchNormalization(),
+        keras.layers.Dense(1),
+    ])
+    model = keras_norms.with_double_forward(model)
+    model.compile(optimizer="sgd", loss="mse")
+    ```
+
+    Reference:
+        - [Guo et al., 2018](https://arxiv.org/abs/2010.04947), "Double
+          Forward Propagation for Memorized Batch Normalization", AAAI 2018
+    """
+    if isinstance(model, DoubleForwardMixin):
+        return model
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ValueError(
+            f"with_double_forward: model '{getattr(model, 'name', model)}' has no symbolic inputs and "
+            "outputs. Pass a functional model, or a Sequential model that starts with keras.Input(...); "
+            "for a subclassed model, add keras_norms.DoubleForwardMixin before keras.Model in its bases."
+        )
+    # One input or output: pass it bare, unless the model was built with a list of one.
+    if len(inputs) == 1 and not isinstance(getattr(model, "_inputs_struct", None), list):
+        inputs = inputs[0]
+    if len(outputs) == 1 and not isinstance(getattr(model, "_outputs_struct", None), list):
+        outputs = outputs[0]
+    return DoubleForwardModel(inputs=inputs, outputs=outputs, name=name or model.name)

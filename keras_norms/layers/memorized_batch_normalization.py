@@ -1,0 +1,250 @@
+"""Memorized Batch Normalization (MBN).
+
+References:
+    Guo, Wu, Deng, Chen & Tan, "Double Forward Propagation for Memorized
+    Batch Normalization", AAAI 2018 (arXiv:2010.04947). No public code
+    exists; everything beyond the abstract is the package's design and the
+    paper's own choices are unverified (spec §9).
+"""
+
+import keras
+from keras import constraints
+from keras import initializers
+from keras import ops
+from keras import regularizers
+
+from keras_norms.layers._base import NormalizationLayer
+from keras_norms.layers._base import _as_float
+from keras_norms.ops import _stats
+from keras_norms.ops import memorized as mbn_ops
+
+# What a call does, set by Double Forward training (`keras_norms.DoubleForwardMixin`)
+# around its two passes: None (a plain call), "hold" (Forward 1: memorize, but leave
+# the counter for Forward 2), "refresh" (Forward 2: memorize under the updated weights
+# and advance the counter, although the model is called with training=False).
+_PHASES = (None, "hold", "refresh")
+
+
+@keras.saving.register_keras_serializable(package="keras_norms")
+class MemorizedBatchNormalization(NormalizationLayer):
+    """Memorized Batch Normalization: statistics pooled over recent batches.
+
+    Batch normalization whose statistics come from a **memory of the last
+    `memory_size` batches** ($k$) instead of the current batch alone, and
+    which uses that same memory at inference (no moving average), so
+    training and inference use one estimator. The memory holds, per
+    channel, the raw moments $m^{(1)}=E[x]$ and $m^{(2)}=E[x^2]$ of each
+    batch (over every axis except `axis`) in non-trainable `(k, C)` weights,
+    with a counter $n$ of memorized batches; they are saved with the model.
+
+    **Training** (`training=True` and `layer.trainable`): the current
+    batch's moments go into slot $s=n\\bmod k$ (a one-hot ring-buffer
+    write, safe under compilation), and the statistics are pooled over the
+    used slots $j$ (the current batch and the filled memory, at most $k$)
+    with normalized weights $\\eta_j$:
+
+    $$\\mu=\\sum_j\\eta_j m^{(1)}_j,\\qquad
+      \\sigma^2=\\max\\Big(\\sum_j\\eta_j m^{(2)}_j-\\mu^2,\\,0\\Big),\\qquad
+      y=\\gamma\\,\\frac{x-\\mu}{\\sqrt{\\sigma^2+\\epsilon}}+\\beta .$$
+
+    Gradients flow only through the current batch's moments; memorized
+    moments are constants (stop-gradient). While the memory fills, only the
+    filled slots are used: the first batch is normalized with its own
+    statistics, exactly as batch normalization (so is every batch with
+    `memory_size=1`). The counter advances once per call, or, under Double
+    Forward training (`keras_norms.with_double_forward`), once per step
+    after the second forward pass, which re-memorizes the batch under the
+    updated weights.
+
+    **Inference**: the same pooled statistics over the filled slots. Before
+    any batch has been memorized the layer uses mean 0 and variance 1, the
+    initial moving statistics of `keras.layers.BatchNormalization`, so a
+    fresh layer computes $\\gamma x/\\sqrt{1+\\epsilon}+\\beta$.
+
+    Unverified (no public code; spec §9): the paper's slot weights
+    (uniform here), its pooling (pooled raw moments here, which also count
+    the spread of the batch means; the paper may average per-batch
+    variances), its inference estimator and its values of $k$. Statistics
+    are computed in float32 (float64 stays float64); the output is cast to
+    the layer's compute dtype.
+
+    Args:
+        memory_size: int $k\\ge 1$, the number of batches memorized.
+            Defaults to 4.
+        memory_weights: optional sequence of `memory_size` positive floats,
+            the weight of the batch of each age, index 0 being the newest
+            (the current batch in training); renormalized over the slots in
+            use. `None` weighs the slots uniformly. Defaults to None.
+        axis: int, the channel axis (negative or positive, not 0). Defaults
+            to -1.
+        epsilon: float > 0 added to the variance inside the square root.
+            Defaults to 1e-3.
+        center: bool, whether to add the offset `beta`. Defaults to True.
+        scale: bool, whether to multiply by `gamma`. Defaults to True.
+        beta_initializer: initializer of `beta`. Defaults to `"zeros"`.
+        gamma_initializer: initializer of `gamma`. Defaults to `"ones"`.
+        beta_regularizer: optional regularizer of `beta`. Defaults to None.
+        gamma_regularizer: optional regularizer of `gamma`. Defaults to
+            None.
+        beta_constraint: optional constraint on `beta`. Defaults to None.
+        gamma_constraint: optional constraint on `gamma`. Defaults to None.
+        **kwargs: base `Layer` arguments (`name`, `dtype`, `trainable`).
+
+    Weights, in creation order: `gamma`, `beta` (trainable, `(C,)`),
+    `memory_mean`, `memory_second_moment` (non-trainable, `(k, C)`, zeros)
+    and `memory_count` (non-trainable float32 scalar, 0; wrapped into
+    $[k, 2k)$ once the memory is full, which keeps it exact and changes
+    neither the slot nor the fill). All are float32 under mixed precision.
+
+    Call arguments:
+        inputs: tensor of rank >= 2, batch on axis 0.
+        training: bool, training mode (memory statistics including the
+            current batch; the memory is updated). A layer with
+            `trainable=False` always runs in inference mode, as in Keras.
+            Call the layer once per training step: each training call
+            memorizes a batch.
+
+    Returns:
+        A tensor of the input's shape in the layer's compute dtype.
+
+    Raises:
+        ValueError: for an invalid argument (named in the message) or an
+            input whose channel axis is out of range, 0 or of unknown size.
+
+    Example:
+
+    ```python
+    import keras, keras_norms
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(16, 3, use_bias=False),
+        keras_norms.MemorizedBatchNormalization(memory_size=4),
+        keras.layers.ReLU(),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10),
+    ])
+    model = keras_norms.with_double_forward(model)  # optional
+    ```
+
+    Reference:
+        - [Guo et al., 2018](https://arxiv.org/abs/2010.04947), "Double
+          Forward Propagation for Memorized Batch Normalization", AAAI 2018
+    """
+
+    def __init__(
+        self,
+        memory_size=4,
+        memory_weights=None,
+        axis=-1,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.memory_size = self._check_memory_size(memory_size)
+        self.memory_weights = self._check_memory_weights(memory_weights)
+        self.axis = self._check_axis(axis)
+        self.epsilon = self._check_epsilon(epsilon)
+        self.center = center
+        self.scale = scale
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.beta_constraint = constraints.get(beta_constraint)
+        self.gamma_constraint = constraints.get(gamma_constraint)
+        self.gamma = None
+        self.beta = None
+        self.memory_mean = None
+        self.memory_second_moment = None
+        self.memory_count = None
+        self._double_forward_phase = None
+
+    # ------------------------------------------------------------ validation
+    def _check_memory_size(self, value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self._error("memory_size", value, "Pass a positive int, the number of batches memorized (e.g. 4).")
+        return value
+
+    def _check_memory_weights(self, value):
+        if value is None:
+            return None
+        fix = (
+            f"Pass None (uniform) or a sequence of memory_size={self.memory_size} positive floats, "
+            "the weight of the batch of each age (index 0: the newest)."
+        )
+        if isinstance(value, str) or not hasattr(value, "__len__"):
+            raise self._error("memory_weights", value, fix)
+        numbers = [_as_float(w) for w in value]
+        if len(numbers) != self.memory_size or any(w is None or not 0.0 < w < float("inf") for w in numbers):
+            raise self._error("memory_weights", value, fix)
+        return numbers
+
+    # ----------------------------------------------------------------- state
+    def build(self, input_shape):
+        ndim = len(input_shape)
+        owner = f"{type(self).__name__} (layer '{self.name}')"
+        axis = _stats.canonical_axis(self.axis, ndim, owner)
+        if axis == 0:
+            raise self._error("axis", self.axis, "Axis 0 is the batch axis; pass the channel axis.")
+        channels = input_shape[axis]
+        if channels is None:
+            raise ValueError(
+                f"{owner}: the channel axis {self.axis} of input shape {tuple(input_shape)} has unknown "
+                "size. Give the input a static channel dimension."
+            )
+        self._channel_axis = axis
+        self._add_gamma_beta((channels,))
+        memory_shape = (self.memory_size, channels)
+        self.memory_mean = self._state("memory_mean", memory_shape, "zeros")
+        self.memory_second_moment = self._state("memory_second_moment", memory_shape, "zeros")
+        self.memory_count = self._state("memory_count", (), "zeros")
+        self.input_spec = keras.InputSpec(ndim=ndim, axes={self.axis: channels})
+
+    def compute_output_shape(self, input_shape):
+        _stats.canonical_axis(self.axis, len(input_shape), f"{type(self).__name__} (layer '{self.name}')")
+        return input_shape
+
+    # ------------------------------------------------------------------ call
+    def call(self, inputs, training=None):
+        x = _stats.upcast(inputs)
+        dtype = x.dtype
+        gamma = ops.cast(self.gamma, dtype) if self.scale else None
+        beta = ops.cast(self.beta, dtype) if self.center else None
+        common = dict(axis=self._channel_axis, epsilon=self.epsilon, memory_weights=self.memory_weights)
+        memory = (self.memory_mean, self.memory_second_moment, self.memory_count)
+        phase = self._double_forward_phase
+        if self.trainable and (phase == "refresh" or (training and phase in (None, "hold"))):
+            y, new_mean, new_second = mbn_ops.memorized_batch_norm(x, *memory, gamma, beta, **common)
+            self.memory_mean.assign(ops.cast(new_mean, self.memory_mean.dtype))
+            self.memory_second_moment.assign(ops.cast(new_second, self.memory_second_moment.dtype))
+            if phase != "hold":
+                self.memory_count.assign(mbn_ops.advance_memory_count(self.memory_count, self.memory_size))
+        else:
+            y = mbn_ops.memorized_batch_norm_inference(x, *memory, gamma, beta, **common)
+        return ops.cast(y, self.compute_dtype)
+
+    # ---------------------------------------------------------- serialization
+    def get_config(self):
+        config = {
+            "memory_size": self.memory_size,
+            "memory_weights": self.memory_weights,
+            "axis": self.axis,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "beta_initializer": initializers.serialize(self.beta_initializer),
+            "gamma_initializer": initializers.serialize(self.gamma_initializer),
+            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
+            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
+            "beta_constraint": constraints.serialize(self.beta_constraint),
+            "gamma_constraint": constraints.serialize(self.gamma_constraint),
+        }
+        return {**super().get_config(), **config}

@@ -1,0 +1,177 @@
+"""EvoNorm-B0 and EvoNorm-S0 as functions.
+
+Liu, Brock, Simonyan & Le, "Evolving Normalization-Activation Layers",
+NeurIPS 2020 (arXiv:2004.02967). The equations and defaults follow the
+official TensorFlow implementation (`tensorflow/tpu`, the official ResNet
+model; spec §12, [code]): $\\epsilon=10^{-5}$, moving-average decay 0.9 (Keras
+`momentum=0.9`), 32 groups, a biased moving variance.
+
+Both layers fuse the normalization with the nonlinearity: there is no
+separate activation. B0 divides by the larger of a batch standard deviation
+and $v_c x$ plus an instance standard deviation; S0 multiplies by a
+sigmoid gate $\\sigma(v_c x)$ and divides by a per-example group standard
+deviation.
+
+Everything is written in `keras.ops`; statistics are computed in float32 or
+wider (see `_stats`), two-pass, and results come back in that dtype for the
+caller to cast. S0's group moments come from the helper group normalization
+uses (`batch_channel._group_moments`).
+
+Shapes: `x` has rank >= 3 (EvoNorm acts on feature maps: B0's instance
+variance is taken over the spatial axes) with the batch on axis 0 and
+channels on `axis` (not 0); per-channel vectors have shape `(C,)`.
+"""
+
+from keras import ops
+
+from keras_norms.ops import _stats
+from keras_norms.ops import group as group_ops
+from keras_norms.ops.batch_channel import _group_moments
+
+
+def _prepare(x, axis, owner):
+    """`x` upcast, `axis` non-negative; rank >= 3 and `axis` != 0 checked."""
+    x = _stats.upcast(x)
+    ndim = len(x.shape)
+    if ndim < 3:
+        raise ValueError(
+            f"{owner}: EvoNorm needs an input of rank >= 3 (batch, spatial "
+            f"axes, channels), received rank {ndim} (shape {tuple(x.shape)}). "
+            "For (N, C) features, add a length-1 spatial axis, e.g. "
+            "keras.layers.Reshape((1, C)); note that B0's instance variance "
+            "is then 0."
+        )
+    axis = group_ops._check_axis(axis, ndim, owner)
+    return x, axis
+
+
+def _vector(v, ndim, axis, channels, x):
+    """A `(C,)` vector as `x`'s dtype, shaped to broadcast along `axis`."""
+    return None if v is None else ops.reshape(_stats.like(v, x), _stats.broadcast_shape(ndim, axis, channels))
+
+
+def _affine(y, gamma, beta):
+    if gamma is not None:
+        y = y * gamma
+    if beta is not None:
+        y = y + beta
+    return y
+
+
+def _b0(x, variance, v, gamma, beta, axis, epsilon):
+    """B0 with a given per-channel variance (broadcastable to `x`)."""
+    ndim = len(x.shape)
+    channels = x.shape[axis]
+    v, gamma, beta = (_vector(t, ndim, axis, channels, x) for t in (v, gamma, beta))
+    spatial = [i for i in range(1, ndim) if i != axis]
+    _, instance_variance = _stats.moments(x, spatial, keepdims=True)
+    left = ops.sqrt(variance + epsilon)
+    right = ops.sqrt(instance_variance + epsilon)
+    right = right + (x if v is None else v * x)
+    return _affine(x / ops.maximum(left, right), gamma, beta)
+
+
+def evonorm_b0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5):
+    """EvoNorm-B0 in training mode (batch statistics, with gradient).
+
+    $$y=\\frac{x}{\\max\\!\\Big(\\sqrt{s^2_{b,c}+\\epsilon},\\;
+      v_c\\,x+\\sqrt{s^2_{n,c}+\\epsilon}\\Big)}\\,\\gamma_c+\\beta_c$$
+
+    with $s^2_{b,c}$ the biased variance of channel $c$ over the batch and
+    the spatial axes (every axis but `axis`), $s^2_{n,c}$ the biased
+    variance of example $n$, channel $c$ over the spatial axes (the instance
+    variance), and an elementwise max. Gradients flow through both
+    variances, as in the official code. The max is never below
+    $\\sqrt\\epsilon$, so the division is safe. At batch size 1 the batch
+    variance equals the instance variance.
+
+    Args:
+        x: tensor of rank >= 3.
+        v: optional `(C,)` gate weights (`None`: 1).
+        gamma: optional `(C,)` scale (`None`: 1).
+        beta: optional `(C,)` shift (`None`: 0).
+        axis: int, the channel axis (not 0).
+        epsilon: float added to both variances inside the square roots.
+
+    Returns:
+        `(y, variance)`: the output and the `(C,)` biased batch variance $s^2_b$
+        (for the moving average), in float32 or wider.
+
+    Raises:
+        ValueError: for an input of rank < 3 or a bad `axis`.
+    """
+    x, axis = _prepare(x, axis, "keras_norms.ops.evonorm_b0")
+    _, variance = _stats.moments(x, _stats.reduction_axes(len(x.shape), axis), keepdims=True)
+    y = _b0(x, variance, v, gamma, beta, axis, epsilon)
+    return y, ops.reshape(variance, (-1,))
+
+
+def evonorm_b0_inference(x, moving_variance, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5):
+    """EvoNorm-B0 in inference mode: the moving variance replaces $s^2_b$.
+
+    $$y=\\frac{x}{\\max\\!\\Big(\\sqrt{\\hat s^2_c+\\epsilon},\\;
+      v_c\\,x+\\sqrt{s^2_{n,c}+\\epsilon}\\Big)}\\,\\gamma_c+\\beta_c$$
+
+    with $\\hat s^2$ = `moving_variance` (no gradient flows into it) and the
+    instance variance $s^2_{n,c}$ of the example itself, so each example's
+    output depends on no other example.
+
+    Args:
+        x: tensor of rank >= 3.
+        moving_variance: `(C,)` variance $\\hat s^2$.
+        v: optional `(C,)` gate weights (`None`: 1).
+        gamma: optional `(C,)` scale (`None`: 1).
+        beta: optional `(C,)` shift (`None`: 0).
+        axis: int, the channel axis (not 0).
+        epsilon: float added to both variances inside the square roots.
+
+    Returns:
+        The output, in float32 or wider.
+
+    Raises:
+        ValueError: for an input of rank < 3 or a bad `axis`.
+    """
+    x, axis = _prepare(x, axis, "keras_norms.ops.evonorm_b0_inference")
+    variance = _vector(ops.stop_gradient(_stats.like(moving_variance, x)), len(x.shape), axis, x.shape[axis], x)
+    return _b0(x, variance, v, gamma, beta, axis, epsilon)
+
+
+def evonorm_s0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5, groups=32):
+    """EvoNorm-S0: a sigmoid gate over a per-example group standard deviation.
+
+    $$y=\\frac{x\\,\\sigma(v_c\\,x)}{\\sqrt{s^2_{n,g}+\\epsilon}}\\,\\gamma_c+\\beta_c$$
+
+    with $\\sigma$ the logistic sigmoid and $s^2_{n,g}$ the biased, centred
+    variance of example $n$ over the $C_g=C/G$ consecutive channels of group
+    $g\\ni c$ and all spatial positions (two-pass, the group-norm variance).
+    Gradients flow through it. Training and inference are the same function,
+    and each example's output depends on no other example. With group size
+    1 and 1x1 maps the variance is 0 and the denominator $\\sqrt\\epsilon$
+    (x316 at $\\epsilon=10^{-5}$): finite, but large.
+
+    Args:
+        x: tensor of rank >= 3.
+        v: optional `(C,)` gate weights (`None`: 1).
+        gamma: optional `(C,)` scale (`None`: 1).
+        beta: optional `(C,)` shift (`None`: 0).
+        axis: int, the channel axis (not 0).
+        epsilon: float added to the variance inside the square root.
+        groups: positive int $G$ dividing the channel count, or -1 for one
+            channel per group.
+
+    Returns:
+        The output, in float32 or wider.
+
+    Raises:
+        ValueError: for an input of rank < 3, a bad `axis`, or `groups` not
+            dividing the channel count.
+    """
+    owner = "keras_norms.ops.evonorm_s0"
+    x, axis = _prepare(x, axis, owner)
+    groups = group_ops._resolve_groups(groups, x.shape[axis], owner)
+    view, _, variance = _group_moments(x, axis, groups)
+    rank = len(view.shape)
+    v, gamma, beta = (group_ops._group_vector(_stats.like(t, x), rank, axis, groups) for t in (v, gamma, beta))
+    gate = ops.sigmoid(view if v is None else v * view)
+    y = _affine(view * gate / ops.sqrt(variance + epsilon), gamma, beta)
+    return ops.reshape(y, ops.shape(x))

@@ -1,0 +1,238 @@
+"""Memorized Batch Normalization (MBN) as functions on `keras.ops`.
+
+Guo, Wu, Deng, Chen & Tan, "Double Forward Propagation for Memorized Batch
+Normalization", AAAI 2018 (arXiv:2010.04947). No public code exists: every
+detail below beyond the abstract is the package's design (spec §9), and the
+paper's choices are [unverified].
+
+The memory of a layer holds, per channel, the raw moments $E[x]$ and
+$E[x^2]$ of the last $k$ batches in two `(k, C)` buffers, and a counter $n$
+of memorized batches. Slot $n \\bmod k$ receives the next batch; the
+$\\min(n, k)$ slots with index below $n$ are filled. The counter is kept
+exact in float32 by wrapping it into $[k, 2k)$ once the memory is full
+(`advance_memory_count`): $n \\bmod k$ and $\\min(n, k)$, all that is ever
+read, are unchanged by the wrap.
+
+Statistics pooled over the used slots $j$ with normalized weights
+$\\eta_j$ (uniform by default, or given per age: index 0 is the newest
+batch):
+
+$$\\mu=\\sum_j\\eta_j m^{(1)}_j,\\qquad
+  \\sigma^2=\\sum_j\\eta_j\\big(v_j+(m^{(1)}_j-\\mu)^2\\big)
+  =\\max\\Big(\\sum_j\\eta_j m^{(2)}_j-\\mu^2,0\\Big),$$
+
+with $v_j=\\max(m^{(2)}_j-(m^{(1)}_j)^2,0)$ for a memorized slot and the
+two-pass batch variance for the current batch (the centred left-hand form,
+which cannot go negative and loses nothing to cancellation for the current
+batch). Everything runs in float32 (float64 stays float64); outputs come
+back in that dtype for the caller to cast.
+"""
+
+from keras import ops
+
+from keras_norms.ops import _stats
+from keras_norms.ops.normalization import normalize
+
+
+def _check_memory(memory_mean, memory_second_moment, memory_weights, owner):
+    if len(memory_mean.shape) != 2 or tuple(memory_mean.shape) != tuple(memory_second_moment.shape):
+        raise ValueError(
+            f"{owner}: the memory buffers must both have shape (memory_size, channels); "
+            f"received {tuple(memory_mean.shape)} and {tuple(memory_second_moment.shape)}."
+        )
+    size = memory_mean.shape[0]
+    if memory_weights is not None and len(memory_weights) != size:
+        raise ValueError(
+            f"{owner}: `memory_weights` must have one weight per memory slot ({size}); "
+            f"received {len(memory_weights)}: {list(memory_weights)!r}."
+        )
+    return size
+
+
+def _slot_weights(newest, filled, size, memory_weights, dtype):
+    """Normalized weights `(k,)` of the slots: 0 for the unfilled ones.
+
+    `newest` is the slot of the newest batch, `filled` the number of used
+    slots (slots `0 .. filled-1`). All zeros when `filled` is 0.
+    """
+    index = ops.arange(size, dtype=dtype)
+    valid = ops.cast(ops.less(index, filled), dtype)
+    if memory_weights is None:
+        raw = valid
+    else:
+        age = ops.mod(newest - index + size, size)  # slot i holds the batch of this age
+        by_age = ops.cast(ops.equal(ops.expand_dims(age, 1), ops.expand_dims(index, 0)), dtype)
+        eta = ops.convert_to_tensor([float(w) for w in memory_weights], dtype=dtype)
+        raw = ops.sum(by_age * ops.expand_dims(eta, 0), axis=1) * valid
+    total = ops.sum(raw)
+    return raw / ops.where(total > 0, total, ops.ones_like(total))
+
+
+def _pool(means, variances, weights):
+    """Pooled mean and variance of per-slot `(k, C)` moments (centred form)."""
+    weights = ops.expand_dims(weights, 1)
+    mean = ops.sum(weights * means, axis=0)
+    variance = ops.sum(weights * (variances + ops.square(means - mean)), axis=0)
+    return mean, variance
+
+
+def _memory_variances(means, second_moments):
+    return ops.relu(second_moments - ops.square(means))
+
+
+def advance_memory_count(count, memory_size):
+    """The counter after memorizing one more batch, wrapped into [k, 2k).
+
+    $$n' = n+1 \\text{ if } n+1<k,\\quad\\text{else } k+((n+1)\\bmod k)$$
+
+    so $n' \\bmod k = (n+1) \\bmod k$ and $\\min(n', k)=\\min(n+1, k)$, and a
+    float32 counter never loses exactness however long training runs.
+
+    Args:
+        count: scalar tensor, the number of memorized batches (any
+            non-negative integer value).
+        memory_size: int, $k$.
+
+    Returns:
+        The new counter, in `count`'s dtype.
+    """
+    following = count + 1
+    return ops.where(following < memory_size, following, memory_size + ops.mod(following, memory_size))
+
+
+def memorized_moments(memory_mean, memory_second_moment, count, memory_weights=None):
+    """Inference statistics: the mean and variance pooled from the memory.
+
+    Pools the $\\min(n, k)$ filled slots as in the module docstring. An
+    **empty memory** ($n=0$) gives mean 0 and variance 1, the initial moving
+    statistics of Keras BatchNormalization.
+
+    Args:
+        memory_mean: `(k, C)` tensor, $E[x]$ per slot.
+        memory_second_moment: `(k, C)` tensor, $E[x^2]$ per slot.
+        count: scalar, the number of memorized batches $n$.
+        memory_weights: optional sequence of $k$ positive floats, the weight
+            of the batch of each age (0: newest); `None` is uniform.
+
+    Returns:
+        `(mean, variance)`, each `(C,)`, in float32 or wider.
+    """
+    size = _check_memory(memory_mean, memory_second_moment, memory_weights, "memorized_moments")
+    means = _stats.upcast(memory_mean)
+    dtype = means.dtype
+    second = ops.cast(memory_second_moment, dtype)
+    count = ops.cast(count, dtype)
+    filled = ops.minimum(count, size)
+    newest = ops.mod(count + (size - 1), size)
+    weights = _slot_weights(newest, filled, size, memory_weights, dtype)
+    mean, variance = _pool(means, _memory_variances(means, second), weights)
+    variance = ops.where(filled > 0, variance, ops.ones_like(variance))
+    return mean, variance
+
+
+def memorized_batch_norm(
+    x,
+    memory_mean,
+    memory_second_moment,
+    count,
+    gamma=None,
+    beta=None,
+    axis=-1,
+    epsilon=1e-3,
+    memory_weights=None,
+):
+    """Memorized batch normalization in training mode.
+
+    The current batch's per-channel moments $m^{(1)}=E[x]$, $\\sigma^2_B$
+    (two-pass, biased, over every axis except `axis`) take slot
+    $s=n\\bmod k$; the other filled slots are memorized constants
+    (stop-gradient). With the pooled statistics over the
+    $\\min(n+1, k)$ used slots (module docstring),
+
+    $$y=\\gamma\\,\\frac{x-\\mu}{\\sqrt{\\sigma^2+\\epsilon}}+\\beta .$$
+
+    Gradients flow only through the current batch's moments. With $n=0$, or
+    $k=1$, this is batch normalization in training.
+
+    Args:
+        x: tensor of rank >= 2, batch on axis 0.
+        memory_mean: `(k, C)` tensor, $E[x]$ per slot.
+        memory_second_moment: `(k, C)` tensor, $E[x^2]$ per slot.
+        count: scalar, the number of memorized batches $n$ before this one.
+        gamma: optional `(C,)` scale (`None`: 1).
+        beta: optional `(C,)` shift (`None`: 0).
+        axis: int, the channel axis.
+        epsilon: float added to the variance inside the square root.
+        memory_weights: optional sequence of $k$ positive floats, the weight
+            of the batch of each age (0: the current batch); `None` is
+            uniform.
+
+    Returns:
+        `(y, new_memory_mean, new_memory_second_moment)`: the output in
+        float32 or wider, and the `(k, C)` buffers with slot $s$ replaced by
+        the current batch's moments (stop-gradient). The counter is advanced
+        by the caller (`advance_memory_count`).
+    """
+    owner = "keras_norms.ops.memorized_batch_norm"
+    x = _stats.upcast(x)
+    dtype = x.dtype
+    ndim = len(x.shape)
+    axis = _stats.canonical_axis(axis, ndim, owner)
+    size = _check_memory(memory_mean, memory_second_moment, memory_weights, owner)
+    batch_mean, batch_variance = _stats.moments(x, _stats.reduction_axes(ndim, axis))
+    memory_mean = ops.stop_gradient(ops.cast(memory_mean, dtype))
+    memory_second = ops.stop_gradient(ops.cast(memory_second_moment, dtype))
+    count = ops.cast(count, dtype)
+    slot = ops.mod(count, size)
+    current = ops.expand_dims(ops.equal(ops.arange(size, dtype=dtype), slot), 1)  # (k, 1) one-hot
+    means = ops.where(current, ops.expand_dims(batch_mean, 0), memory_mean)
+    variances = ops.where(
+        current, ops.expand_dims(batch_variance, 0), _memory_variances(memory_mean, memory_second)
+    )
+    weights = _slot_weights(slot, ops.minimum(count + 1, size), size, memory_weights, dtype)
+    mean, variance = _pool(means, variances, weights)
+    y = normalize(x, mean, variance, gamma, beta, axis, epsilon)
+    fresh_mean = ops.stop_gradient(batch_mean)
+    fresh_second = ops.stop_gradient(batch_variance + ops.square(batch_mean))
+    new_mean = ops.where(current, ops.expand_dims(fresh_mean, 0), memory_mean)
+    new_second = ops.where(current, ops.expand_dims(fresh_second, 0), memory_second)
+    return y, new_mean, new_second
+
+
+def memorized_batch_norm_inference(
+    x,
+    memory_mean,
+    memory_second_moment,
+    count,
+    gamma=None,
+    beta=None,
+    axis=-1,
+    epsilon=1e-3,
+    memory_weights=None,
+):
+    """Memorized batch normalization at inference: the pooled memory.
+
+    $$y=\\gamma\\,\\frac{x-\\mu}{\\sqrt{\\sigma^2+\\epsilon}}+\\beta$$
+
+    with $\\mu,\\sigma^2$ from `memorized_moments` (mean 0 and variance 1
+    while the memory is empty). No exponential moving average is involved.
+
+    Args:
+        x: tensor of rank >= 2, batch on axis 0.
+        memory_mean: `(k, C)` tensor, $E[x]$ per slot.
+        memory_second_moment: `(k, C)` tensor, $E[x^2]$ per slot.
+        count: scalar, the number of memorized batches $n$.
+        memory_weights: optional sequence of $k$ positive floats, the weight
+            of the batch of each age (0: newest); `None` is uniform.
+        gamma: optional `(C,)` scale (`None`: 1).
+        beta: optional `(C,)` shift (`None`: 0).
+        axis: int, the channel axis.
+        epsilon: float added to the variance inside the square root.
+
+    Returns:
+        The normalized tensor, in float32 or wider.
+    """
+    x = _stats.upcast(x)
+    _stats.canonical_axis(axis, len(x.shape), "keras_norms.ops.memorized_batch_norm_inference")
+    mean, variance = memorized_moments(memory_mean, memory_second_moment, count, memory_weights)
+    return normalize(x, ops.cast(mean, x.dtype), ops.cast(variance, x.dtype), gamma, beta, axis, epsilon)

@@ -1,0 +1,380 @@
+"""convert_normalization, freeze_normalization, fold_batch_normalization (issue 7).
+
+One Keras Applications ResNet50 (weights=None, 32x32 input, random BN
+weights and statistics) is built per module and converted to every target:
+it must build and keep every carried weight bit-equal; forward and backward
+run on it for one target and, for every target, on a small residual model
+with the same layer kinds. The identity target and folding must keep the outputs. Small
+Sequential and nested models cover the rest.
+"""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import keras_norms
+from keras_norms.convert import TARGETS
+from keras_norms.convert import convert_normalization
+from keras_norms.freeze import fold_batch_normalization
+from keras_norms.freeze import freeze_normalization
+from keras_norms.layers import weight_standardization as wsl
+from tests.backend_utils import layer_gradients
+from tests.backend_utils import to_numpy
+from tests.tolerances import assert_close
+
+K = keras.layers
+
+# target -> (class name, options, {new weight: old BN weight} copied bit-equal)
+AFFINE = {"gamma": "gamma", "beta": "beta"}
+ALL = {**AFFINE, "moving_mean": "moving_mean", "moving_variance": "moving_variance"}
+EXPECTED = {
+    "batch_norm": ("BatchNormalization", {}, ALL),
+    "ghost_batch_norm": ("GhostBatchNormalization", {"virtual_batch_size": 2}, ALL),
+    "batch_group_norm": ("BatchGroupNormalization", {}, {**AFFINE, "moving_mean": "moving_mean"}),
+    "group_norm": ("GroupNormalization", {}, AFFINE),
+    "batch_channel_norm": ("BatchChannelNormalization", {}, ALL),
+    "filter_response_norm": ("FilterResponseNormalization", {}, AFFINE),
+    "evonorm_s0": ("EvoNormS0", {}, AFFINE),
+    "evonorm_b0": ("EvoNormB0", {}, {**AFFINE, "moving_variance": "moving_variance"}),
+    "memorized_batch_norm": ("MemorizedBatchNormalization", {}, AFFINE),
+}
+
+
+def test_every_registered_target_is_tested():
+    assert set(TARGETS) == set(EXPECTED)
+
+
+def numpy_weights(layer):
+    return {w.name: to_numpy(w) for w in layer.weights}
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    """(model, x, y_inference, {layer name: {weight name: array}}): ResNet50 with random, well-conditioned BN."""
+    model = keras.applications.ResNet50(
+        weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None
+    )
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, K.BatchNormalization):
+            shape = layer.gamma.shape
+            layer.set_weights([
+                rng.uniform(0.5, 1.5, shape).astype("float32"),  # gamma
+                rng.uniform(-0.1, 0.1, shape).astype("float32"),  # beta
+                rng.uniform(-0.1, 0.1, shape).astype("float32"),  # moving_mean
+                rng.uniform(0.5, 1.5, shape).astype("float32"),  # moving_variance
+            ])
+    x = rng.normal(size=(2, 32, 32, 3)).astype("float32")
+    weights = {layer.name: numpy_weights(layer) for layer in model.layers}
+    return model, x, to_numpy(model(x, training=False)), weights
+
+
+def assert_carried(original, converted, target, weights, ws):
+    """Every convolution and other layer keeps all its weights; each BN what EXPECTED says."""
+    class_name, _, mapping = EXPECTED[target]
+    assert [layer.name for layer in converted.layers] == [layer.name for layer in original.layers]
+    for layer in original.layers:
+        new = converted.get_layer(layer.name)
+        new_weights = numpy_weights(new)
+        if isinstance(layer, K.BatchNormalization):
+            assert type(new).__name__ == class_name, layer.name
+            for new_name, old_name in mapping.items():
+                np.testing.assert_array_equal(new_weights[new_name], weights[layer.name][old_name], err_msg=layer.name)
+            continue
+        if isinstance(layer, K.Conv2D):
+            assert type(new) is (wsl.WSConv2D if ws else K.Conv2D), layer.name
+        else:
+            assert type(new) is type(layer), layer.name
+        assert new_weights.keys() == weights[layer.name].keys(), layer.name
+        for name, value in weights[layer.name].items():
+            np.testing.assert_array_equal(new_weights[name], value, err_msg=f"{layer.name}/{name}")
+
+
+@pytest.mark.parametrize("target", list(EXPECTED))
+def test_resnet50_converts_keeps_weights_and_trains(resnet, target):
+    model, x, expected, weights = resnet
+    _, options, _ = EXPECTED[target]
+    ws = target != "batch_norm"
+    converted = convert_normalization(model, target, convolutions="ws" if ws else None, **options)
+    assert type(converted) is type(model) and converted.name == model.name
+    assert_carried(model, converted, target, weights, ws)
+    bn = converted.get_layer("conv2_block1_1_bn")  # Keras Applications: axis=3, epsilon=1.001e-5
+    assert bn.axis == 3 and bn.epsilon == pytest.approx(1.001e-5)
+    if "groups" in bn.get_config():
+        assert bn.get_config()["groups"] == 32
+    check_derived_state(target, converted, weights)
+    if target == "batch_norm":  # the identity: same outputs as the Keras BN model
+        assert_close(to_numpy(converted(x, training=False)), expected)
+    if target in RESNET_GRADIENT_TARGETS:
+        assert_trains(converted, x, classes=10)
+
+
+# A ResNet50 forward and backward costs 10-40 s on JAX and torch (eager): one target here, every target on the
+# small residual model below (same layer kinds, Keras Applications' axis=3 and epsilon=1.001e-5).
+RESNET_GRADIENT_TARGETS = ("group_norm",)
+
+
+def assert_trains(model, x, classes):
+    """Forward and backward in training mode: every trainable weight gets a finite, non-zero gradient."""
+    upstream = np.random.default_rng(1).normal(size=(x.shape[0], classes)).astype("float32")
+    y, dx, grads = layer_gradients(model, x, upstream, training=True)
+    assert y.shape == (x.shape[0], classes) and np.isfinite(y).all() and np.isfinite(dx).all()
+    assert len(grads) == len(model.trainable_weights)
+    for variable, grad in zip(model.trainable_weights, grads):
+        assert np.isfinite(grad).all(), variable.path
+    dead = [v.path for v, g in zip(model.trainable_weights, grads) if not np.any(g)]
+    assert not dead, f"no gradient reaches {dead}"
+
+
+def small_residual_model():
+    inputs = keras.Input((8, 8, 3))
+    x = K.Conv2D(16, 3, padding="same", use_bias=False, name="conv1")(inputs)
+    x = K.BatchNormalization(axis=3, epsilon=1.001e-5, name="bn1")(x)
+    x = K.ReLU()(x)
+    y = K.Conv2D(16, 3, padding="same", name="conv2")(x)
+    y = K.BatchNormalization(axis=3, epsilon=1.001e-5, name="bn2")(y)
+    x = K.ReLU()(K.Add()([x, y]))
+    x = K.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, K.Dense(4)(x), name="small_residual")
+
+
+@pytest.mark.parametrize("target", list(EXPECTED))
+def test_every_target_trains_on_a_small_residual_model(target):
+    model = small_residual_model()
+    _, options, _ = EXPECTED[target]
+    converted = convert_normalization(model, target, convolutions="ws", **options)
+    assert type(converted.get_layer("bn2")).__name__ == EXPECTED[target][0]
+    x = np.random.default_rng(4).normal(size=(4, 8, 8, 3)).astype("float32")
+    assert_trains(converted, x, classes=4)
+
+
+def check_derived_state(target, converted, weights):
+    """BGN's second moment and MBN's memory come from the BN statistics: variance + mean**2 (float64 here)."""
+    if target not in ("batch_group_norm", "memorized_batch_norm"):
+        return
+    old = weights["conv3_block2_2_bn"]
+    second_moment = old["moving_variance"].astype(np.float64) + old["moving_mean"].astype(np.float64) ** 2
+    new = converted.get_layer("conv3_block2_2_bn")
+    if target == "batch_group_norm":
+        assert_close(to_numpy(new.moving_second_moment), second_moment)
+        return
+    memory_mean, memory_second = to_numpy(new.memory_mean), to_numpy(new.memory_second_moment)
+    assert memory_mean.shape == (4, 128)  # the default memory_size x 128 channels
+    np.testing.assert_array_equal(memory_mean[0], old["moving_mean"])
+    assert_close(memory_second[0], second_moment)
+    assert not memory_mean[1:].any() and not memory_second[1:].any()
+    assert float(to_numpy(new.memory_count)) == 1.0
+
+
+def test_folding_keeps_the_outputs(resnet):
+    model, x, expected, weights = resnet
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # every ResNet50 BN follows a Conv2D: all fold
+        folded = fold_batch_normalization(model)
+    assert [layer.name for layer in folded.layers] == [layer.name for layer in model.layers]
+    assert not any(isinstance(layer, K.BatchNormalization) for layer in folded.layers)
+    assert type(folded.get_layer("conv1_bn")) is K.Identity
+    conv = folded.get_layer("conv1_conv")
+    assert type(conv) is K.Conv2D and conv.use_bias
+    # conv1_conv has a bias b: W' = W s, b' = (b - mean) s + beta with s = gamma / sqrt(var + eps).
+    bn, old = weights["conv1_bn"], weights["conv1_conv"]
+    s = bn["gamma"].astype(np.float64) / np.sqrt(bn["moving_variance"].astype(np.float64) + 1.001e-5)
+    assert_close(to_numpy(conv.kernel), old["kernel"] * s)
+    assert_close(to_numpy(conv.bias), (old["bias"] - bn["moving_mean"]) * s + bn["beta"])
+    # Measured: ~1e-6 of the output scale on all backends; the float32 tolerance holds.
+    assert_close(to_numpy(folded(x, training=False)), expected)
+    assert_close(to_numpy(model(x, training=False)), expected)  # the source is unchanged
+
+
+# ------------------------------------------------------------------------------------ small models
+def sequential_model():
+    return keras.Sequential([
+        keras.Input((6, 6, 3), name="image"),
+        K.Conv2D(24, 3, padding="same", use_bias=False, name="conv"),
+        K.BatchNormalization(axis=3, epsilon=1.001e-5, name="bn"),
+        K.ReLU(name="relu"),
+        K.DepthwiseConv2D(3, padding="same", name="dw"),
+        K.BatchNormalization(name="dw_bn"),
+        K.GlobalAveragePooling2D(name="pool"),
+        K.Dense(4, name="dense"),
+        K.BatchNormalization(name="dense_bn"),
+    ], name="seq")
+
+
+def nested_model():
+    inner_inputs = keras.Input((6, 6, 8), name="inner_in")
+    h = K.Conv2D(8, 3, padding="same", name="inner_conv")(inner_inputs)
+    h = K.BatchNormalization(name="inner_bn")(h)
+    inner = keras.Model(inner_inputs, K.ReLU(name="inner_relu")(h), name="inner")
+    inputs = keras.Input((6, 6, 3), name="image")
+    h = K.Conv2D(8, 1, name="stem")(inputs)
+    h = K.BatchNormalization(name="stem_bn")(h)
+    h = inner(h)
+    h = K.Add(name="add")([h, K.Conv2D(8, 1, name="skip")(inputs)])  # a BN that follows no convolution:
+    h = K.BatchNormalization(name="add_bn")(h)  # converted, but not foldable
+    return keras.Model(inputs, K.GlobalAveragePooling2D(name="pool")(h), name="outer")
+
+
+def randomize(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False):
+        if not isinstance(layer, keras.Model):
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in layer.get_weights()])
+
+
+def leaf_weights(model):
+    return {layer.name: numpy_weights(layer) for layer in model._flatten_layers() if not isinstance(layer, keras.Model)}
+
+
+def test_sequential_model_converts():
+    model = sequential_model()
+    randomize(model)
+    before = leaf_weights(model)
+    converted = convert_normalization(model, "group_norm", convolutions="ws")
+    assert type(converted) is keras.Sequential and converted.name == "seq"
+    types = {layer.name: type(layer) for layer in converted.layers}
+    assert types == {
+        "conv": wsl.WSConv2D, "bn": K.GroupNormalization, "relu": K.ReLU, "dw": wsl.WSDepthwiseConv2D,
+        "dw_bn": K.GroupNormalization, "pool": K.GlobalAveragePooling2D, "dense": wsl.WSDense,
+        "dense_bn": K.GroupNormalization,
+    }
+    # Default groups: the largest divisor of C that is <= 32 with >= 2 channels per group.
+    assert [converted.get_layer(n).groups for n in ("bn", "dw_bn", "dense_bn")] == [12, 12, 2]
+    assert converted.get_layer("bn").axis == 3 and converted.get_layer("bn").epsilon == pytest.approx(1.001e-5)
+    after = leaf_weights(converted)
+    for name in ("conv", "dw", "dense", "relu", "pool"):
+        assert after[name].keys() == before[name].keys()
+        for weight, value in before[name].items():
+            np.testing.assert_array_equal(after[name][weight], value)
+    for name in ("bn", "dw_bn", "dense_bn"):
+        for weight in ("gamma", "beta"):
+            np.testing.assert_array_equal(after[name][weight], before[name][weight])
+    y = to_numpy(converted(np.ones((2, 6, 6, 3), "float32"), training=True))
+    assert y.shape == (2, 4) and np.isfinite(y).all()
+
+
+def test_sequential_model_folds():
+    model = sequential_model()
+    randomize(model)
+    x = np.random.default_rng(2).normal(size=(2, 6, 6, 3)).astype("float32")
+    expected = to_numpy(model(x, training=False))
+    folded = fold_batch_normalization(model)
+    assert type(folded) is keras.Sequential
+    assert [type(layer) for layer in folded.layers if layer.name.endswith("bn")] == [K.Identity] * 3
+    assert_close(to_numpy(folded(x, training=False)), expected)
+
+
+def test_nested_model_converts_and_folds():
+    model = nested_model()
+    randomize(model, seed=3)
+    before = leaf_weights(model)
+    converted = convert_normalization(model, "batch_channel_norm", convolutions="ws")
+    inner = converted.get_layer("inner")
+    assert isinstance(inner, keras.Model) and inner is not model.get_layer("inner")
+    assert type(inner.get_layer("inner_bn")) is keras_norms.BatchChannelNormalization
+    assert type(inner.get_layer("inner_conv")) is wsl.WSConv2D
+    assert type(converted.get_layer("stem")) is wsl.WSConv2D
+    assert type(converted.get_layer("add_bn")) is keras_norms.BatchChannelNormalization
+    after = leaf_weights(converted)
+    assert type(converted.get_layer("skip")) is K.Conv2D  # feeds no normalization
+    for name in ("stem", "inner_conv", "skip"):
+        for weight, value in before[name].items():
+            np.testing.assert_array_equal(after[name][weight], value)
+    for name in ("stem_bn", "inner_bn", "add_bn"):
+        for weight in ("gamma", "beta", "moving_mean", "moving_variance"):
+            np.testing.assert_array_equal(after[name][weight], before[name][weight])
+    x = np.random.default_rng(4).normal(size=(2, 6, 6, 3)).astype("float32")
+    assert np.isfinite(to_numpy(converted(x, training=True))).all()
+
+    expected = to_numpy(model(x, training=False))
+    with pytest.warns(UserWarning, match=r"\['add_bn'\]"):
+        folded = fold_batch_normalization(model)
+    assert type(folded.get_layer("inner").get_layer("inner_bn")) is K.Identity
+    assert type(folded.get_layer("stem_bn")) is K.Identity
+    assert type(folded.get_layer("add_bn")) is K.BatchNormalization
+    assert_close(to_numpy(folded(x, training=False)), expected)
+
+
+def test_identity_target_matches_in_training_mode_too():
+    model = sequential_model()
+    randomize(model, seed=5)
+    converted = convert_normalization(model, "batch_norm")
+    x = np.random.default_rng(6).normal(size=(4, 6, 6, 3)).astype("float32")
+    assert_close(to_numpy(converted(x, training=True)), to_numpy(model(x, training=True)))
+    # Both updated their moving statistics the same way.
+    for name in ("bn", "dw_bn", "dense_bn"):
+        assert_close(to_numpy(converted.get_layer(name).moving_mean), to_numpy(model.get_layer(name).moving_mean))
+
+
+def test_training_the_converted_model_leaves_the_source_intact():
+    """Regression: carried weights were assigned as the same JAX array, which fit() then donated (deleted)."""
+    model = sequential_model()
+    randomize(model, seed=11)
+    before = leaf_weights(model)
+    converted = convert_normalization(model, "batch_channel_norm", convolutions="ws")
+    converted.compile(optimizer="sgd", loss="mse")
+    converted.fit(np.ones((4, 6, 6, 3), "float32"), np.zeros((4, 4), "float32"), batch_size=4, verbose=0)
+    for name, values in leaf_weights(model).items():
+        for weight, value in values.items():
+            np.testing.assert_array_equal(value, before[name][weight])
+
+
+def test_callable_target_and_options():
+    model = sequential_model()
+    randomize(model, seed=7)
+    converted = convert_normalization(
+        model, lambda layer: K.LayerNormalization(axis=-1, epsilon=layer.epsilon, name=layer.name)
+    )
+    ln = converted.get_layer("bn")
+    assert type(ln) is K.LayerNormalization and ln.epsilon == pytest.approx(1.001e-5)
+    np.testing.assert_array_equal(to_numpy(ln.gamma), to_numpy(model.get_layer("bn").gamma))
+    converted = convert_normalization(model, "batch_group_norm", groups=4, examples_per_group=1)
+    assert converted.get_layer("bn").groups == 4 and converted.get_layer("bn").examples_per_group == 1
+    assert type(converted.get_layer("conv")) is K.Conv2D  # convolutions=None keeps them
+
+
+def test_freeze_normalization_runs_bn_in_inference_mode():
+    model = convert_normalization(sequential_model(), "batch_channel_norm")
+    randomize(model, seed=8)
+    names = freeze_normalization(model)
+    assert names == ["bn", "dw_bn", "dense_bn"]
+    assert [layer.trainable for layer in model.layers] == [True, False, True, True, False, True, True, False]
+    state = to_numpy(model.get_layer("bn").moving_mean)
+    x = np.random.default_rng(9).normal(size=(2, 6, 6, 3)).astype("float32")
+    assert_close(to_numpy(model(x, training=True)), to_numpy(model(x, training=False)))
+    np.testing.assert_array_equal(to_numpy(model.get_layer("bn").moving_mean), state)
+    assert freeze_normalization(model, frozen=False) == names
+    assert all(layer.trainable for layer in model.layers)
+
+
+def test_freeze_warns_on_a_compiled_model():
+    model = sequential_model()
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.warns(UserWarning, match="compile"):
+        freeze_normalization(model)
+
+
+# ------------------------------------------------------------------------------------------ errors
+def test_errors_name_the_layer_and_the_fix():
+    model = sequential_model()
+    with pytest.raises(ValueError, match="invalid `to`='group_nrom'.*group_norm"):
+        convert_normalization(model, "group_nrom")
+    with pytest.raises(ValueError, match="invalid `convolutions`='scaled'"):
+        convert_normalization(model, "group_norm", convolutions="scaled")
+    with pytest.raises(ValueError, match="callable"):
+        convert_normalization(model, lambda layer: K.LayerNormalization(), groups=2)
+    with pytest.raises(ValueError, match=r"layer 'bn' has 24 channels.*`groups`=16"):
+        convert_normalization(model, "group_norm", groups=16)
+    with pytest.raises(ValueError, match="layer 'bn'.*virtual_batch_size"):
+        convert_normalization(model, "ghost_batch_norm")
+    with pytest.raises(ValueError, match="built Functional or Sequential"):
+        convert_normalization(keras.Sequential([K.Conv2D(4, 3), K.BatchNormalization()]), "group_norm")
+    with pytest.raises(ValueError, match="built Functional or Sequential"):
+        fold_batch_normalization(keras.Sequential([K.Conv2D(4, 3), K.BatchNormalization()]))
+    separable = keras.Sequential([keras.Input((6, 6, 3)), K.SeparableConv2D(4, 3, name="sep"), K.BatchNormalization()])
+    with pytest.raises(ValueError, match="layer 'sep' \\(SeparableConv2D\\).*no weight-standardized"):
+        convert_normalization(separable, "group_norm", groups=2, convolutions="ws")
+    with pytest.raises(ValueError, match="frozen"):
+        freeze_normalization(model, frozen="yes")
