@@ -108,8 +108,12 @@ def train(name, make, args, data):
     (x, y), (x_test, y_test) = data
     keras.utils.set_random_seed(args.seed)
     model = make()
+    # Smoke on TensorFlow: eager steps (tracing and compiling ResNet50 on a CPU takes over a minute, for one
+    # step); JAX keeps its jitted step, which is faster than its eager one even counting compilation.
+    eager = args.smoke and keras.backend.backend() == "tensorflow"
     model.compile(optimizer=keras.optimizers.SGD(args.learning_rate, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"],
+                  run_eagerly=eager)
     start = time.perf_counter()
     model.fit(x, y, batch_size=args.batch_size, epochs=1 if args.smoke else args.epochs,
               steps_per_epoch=SMOKE["steps"] if args.smoke else None, verbose=0 if args.smoke else 2)

@@ -44,9 +44,10 @@ def layer_gradients(layer, x, upstream, training=True):
             y, new_nt = layer.stateless_call(tv, non_trainable, xt, training=training)
             return jnp.sum(y.astype(jnp.float32) * upstream), (y, new_nt)
 
-        (_, (y, new_nt)), (dx, dw) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
-            jnp.asarray(x), trainable
-        )
+        # Under jax.jit, as `fit` runs it: one compilation per test instead of one per primitive and shape
+        # in eager mode (5 s per call for the one-pass group norm with its gradients, 0.3 s jitted).
+        step = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True))
+        (_, (y, new_nt)), (dx, dw) = step(jnp.asarray(x), trainable)
         for variable, value in zip(layer.non_trainable_weights, new_nt):
             variable.assign(value)
         return to_numpy(y), to_numpy(dx), [to_numpy(g) for g in dw]
