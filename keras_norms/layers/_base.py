@@ -10,9 +10,34 @@ import math
 import keras
 from keras import initializers
 
+from keras_norms.ops import _stats
+
 
 class NormalizationLayer(keras.layers.Layer):
     """Base class of the keras_norms normalization layers (not public)."""
+
+    def _owner(self):
+        """How error messages name this layer: its class and its name."""
+        return f"{type(self).__name__} (layer '{self.name}')"
+
+    def _channel_axis_and_size(self, input_shape):
+        """The channel axis of `input_shape` (non-negative) and its static size.
+
+        Raises:
+            ValueError: if `axis` is out of range, is the batch axis 0, or
+                names a channel dimension of unknown size.
+        """
+        axis = _stats.canonical_axis(self.axis, len(input_shape), self._owner())
+        if axis == 0:
+            raise self._error("axis", self.axis, "Axis 0 is the batch axis; pass the channel axis.")
+        channels = input_shape[axis]
+        if channels is None:
+            raise ValueError(
+                f"{self._owner()}: the channel axis {self.axis} of input shape "
+                f"{tuple(input_shape)} has unknown size. Give the input a "
+                "static channel dimension."
+            )
+        return axis, channels
 
     def _error(self, argument, value, fix):
         return ValueError(

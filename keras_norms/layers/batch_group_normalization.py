@@ -205,17 +205,7 @@ class BatchGroupNormalization(NormalizationLayer):
     # ----------------------------------------------------------------- state
     def build(self, input_shape):
         ndim = len(input_shape)
-        owner = f"{type(self).__name__} (layer '{self.name}')"
-        axis = _stats.canonical_axis(self.axis, ndim, owner)
-        if axis == 0:
-            raise self._error("axis", self.axis, "Axis 0 is the batch axis; pass the channel axis.")
-        channels = input_shape[axis]
-        if channels is None:
-            raise ValueError(
-                f"{owner}: the channel axis {self.axis} of input shape "
-                f"{tuple(input_shape)} has unknown size. Give the input a "
-                "static channel dimension."
-            )
+        axis, channels = self._channel_axis_and_size(input_shape)
         if self.groups != -1 and channels % self.groups:
             raise self._error(
                 "groups",
@@ -235,7 +225,7 @@ class BatchGroupNormalization(NormalizationLayer):
         self.input_spec = keras.InputSpec(ndim=ndim, axes={self.axis: channels})
 
     def compute_output_shape(self, input_shape):
-        _stats.canonical_axis(self.axis, len(input_shape), f"{type(self).__name__} (layer '{self.name}')")
+        _stats.canonical_axis(self.axis, len(input_shape), self._owner())
         return input_shape
 
     # ------------------------------------------------------------------ call

@@ -254,16 +254,7 @@ class BatchNormalization(NormalizationLayer):
     # ----------------------------------------------------------------- state
     def build(self, input_shape):
         ndim = len(input_shape)
-        axis = _stats.canonical_axis(self.axis, ndim, f"{type(self).__name__} (layer '{self.name}')")
-        if axis == 0:
-            raise self._error("axis", self.axis, "Axis 0 is the batch axis; pass the channel axis.")
-        channels = input_shape[axis]
-        if channels is None:
-            raise ValueError(
-                f"{type(self).__name__} (layer '{self.name}'): the channel "
-                f"axis {self.axis} of input shape {tuple(input_shape)} has "
-                "unknown size. Give the input a static channel dimension."
-            )
+        axis, channels = self._channel_axis_and_size(input_shape)
         if ndim == 2 and self.virtual_batch_size == 1:
             raise self._error(
                 "virtual_batch_size",
@@ -287,7 +278,7 @@ class BatchNormalization(NormalizationLayer):
         self.input_spec = keras.InputSpec(ndim=ndim, axes={self.axis: channels})
 
     def compute_output_shape(self, input_shape):
-        _stats.canonical_axis(self.axis, len(input_shape), f"{type(self).__name__} (layer '{self.name}')")
+        _stats.canonical_axis(self.axis, len(input_shape), self._owner())
         return input_shape
 
     # ------------------------------------------------------------------ call

@@ -59,9 +59,6 @@ class _EvoNorm(NormalizationLayer):
         self.beta = None
         self.v = None
 
-    def _owner(self):
-        return f"{type(self).__name__} (layer '{self.name}')"
-
     def _channels(self, input_shape):
         """Checks rank, axis and channel size; returns `(axis, channels)`."""
         ndim = len(input_shape)
@@ -73,16 +70,7 @@ class _EvoNorm(NormalizationLayer):
                 "(N, C) features, add a length-1 spatial axis, e.g. "
                 "keras.layers.Reshape((1, C)) (B0's instance variance is then 0)."
             )
-        axis = _stats.canonical_axis(self.axis, ndim, self._owner())
-        if axis == 0:
-            raise self._error("axis", self.axis, "Axis 0 is the batch axis; pass the channel axis.")
-        channels = input_shape[axis]
-        if channels is None:
-            raise ValueError(
-                f"{self._owner()}: the channel axis {self.axis} of input shape "
-                f"{tuple(input_shape)} has unknown size. Give the input a "
-                "static channel dimension."
-            )
+        axis, channels = self._channel_axis_and_size(input_shape)
         return axis, channels
 
     def _add_weights(self, shape):

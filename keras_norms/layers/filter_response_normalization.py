@@ -56,16 +56,7 @@ class _ChannelwiseLayer(NormalizationLayer):
                 f"spatial axes, channels), received input shape "
                 f"{tuple(input_shape)} of rank {ndim}. {hint}".rstrip()
             )
-        axis = _stats.canonical_axis(self.axis, ndim, owner)
-        if axis == 0:
-            raise self._error("axis", self.axis, "Axis 0 is the batch axis; pass the channel axis.")
-        channels = input_shape[axis]
-        if channels is None:
-            raise ValueError(
-                f"{owner}: the channel axis {self.axis} of input shape "
-                f"{tuple(input_shape)} has unknown size. Give the input a "
-                "static channel dimension."
-            )
+        axis, channels = self._channel_axis_and_size(input_shape)
         return axis, channels
 
     def _add_tau(self, channels):
