@@ -22,9 +22,13 @@ run() {  # run NAME CMD...: a step, its time, and its pass/fail
   echo "=== $name took $((SECONDS - t)) s"
 }
 
+# Two pytest workers per backend (pytest-xdist): most of a test's time is
+# single-threaded (tracing, XLA compilation, Python dispatch), so two workers
+# keep both CI cores busy. KERAS_NORMS_TEST_WORKERS=0 runs in one process.
+workers="${KERAS_NORMS_TEST_WORKERS:-2}"
 for backend in tensorflow jax torch; do
   run "pytest, KERAS_BACKEND=$backend" env KERAS_BACKEND=$backend \
-    "$PY" -m pytest tests -q -p no:cacheprovider --junitxml=".reports/$backend.xml"
+    "$PY" -m pytest tests -q -p no:cacheprovider -n "$workers" --junitxml=".reports/$backend.xml"
 done
 for backend in tensorflow jax torch; do
   run "load .keras files saved by the other backends, KERAS_BACKEND=$backend" \

@@ -261,14 +261,14 @@ def _op_gradients(shape, axis, groups, offset=0.5):
 
 # (shape, axis, groups, the kernel runs on: the backends named)
 KERNEL_CASES = [
-    ((4, 6, 6, 8), -1, 4, {"torch", "tensorflow", "jax"}),
-    ((4, 8, 6, 6), 1, 4, {"torch", "tensorflow", "jax"}),
-    ((4, 9, 6), -1, 3, {"torch", "tensorflow", "jax"}),
-    ((4, 6, 9), 1, 3, {"torch", "tensorflow", "jax"}),
-    ((6, 8), -1, 2, {"torch", "tensorflow", "jax"}),
-    ((1, 3, 3, 8), 3, -1, {"torch", "tensorflow", "jax"}),
-    ((2, 2, 3, 2, 4), -1, 2, {"torch", "tensorflow", "jax"}),
-    ((3, 4, 6, 2), 2, 3, {"tensorflow", "jax"}),  # torch: channels in the middle, no free view
+    ((4, 6, 6, 8), -1, 4, ("torch", "tensorflow", "jax")),
+    ((4, 8, 6, 6), 1, 4, ("torch", "tensorflow", "jax")),
+    ((4, 9, 6), -1, 3, ("torch", "tensorflow", "jax")),
+    ((4, 6, 9), 1, 3, ("torch", "tensorflow", "jax")),
+    ((6, 8), -1, 2, ("torch", "tensorflow", "jax")),
+    ((1, 3, 3, 8), 3, -1, ("torch", "tensorflow", "jax")),
+    ((2, 2, 3, 2, 4), -1, 2, ("torch", "tensorflow", "jax")),
+    ((3, 4, 6, 2), 2, 3, ("tensorflow", "jax")),  # torch: channels in the middle, no free view
 ]
 
 
