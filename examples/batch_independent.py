@@ -9,8 +9,8 @@ the same function as at batch size 32, and inference is the training function.
 
 This script trains the same small CNN with each normalization at batch sizes
 2 and 32 for the same number of epochs and prints a table
-(norm | batch size | test accuracy | train time); `--plot PATH` also saves a
-bar chart when matplotlib is installed. Data: tfds CIFAR-10 (downloaded when
+(norm | batch size | test accuracy | train time) and saves a bar chart of the
+accuracies (`--plot PATH`, default `examples/output/batch_independent.png`). Data: tfds CIFAR-10 (downloaded when
 you run it), a subset so the run fits a CPU.
 
     KERAS_BACKEND=jax python examples/batch_independent.py               # downloads CIFAR-10
@@ -34,8 +34,11 @@ except ImportError:  # a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import keras_norms
 
+import example_plots  # noqa: E402  (examples/example_plots.py, beside this script)
+
 SMOKE = {"train": 32, "test": 16, "width": 8, "steps": 4}
 BATCH_SIZES = (2, 32)
+DEFAULT_PLOT = Path(__file__).resolve().parent / "output" / "batch_independent.png"
 
 
 def parse_args(argv):
@@ -44,7 +47,7 @@ def parse_args(argv):
     parser.add_argument("--train-examples", type=int, default=5000, help="subset of the training split")
     parser.add_argument("--width", type=int, default=32, help="channels of the first stage (a multiple of 8)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plot", help="save a bar chart of the results here (needs matplotlib)")
+    parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="the bar chart (PNG) goes here")
     parser.add_argument("--smoke", action="store_true", help="mock data, tiny model: seconds")
     return parser.parse_args(argv)
 
@@ -103,32 +106,18 @@ def run(name, batch_size, args, data):
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     start = time.perf_counter()
     model.fit(x, y, batch_size=batch_size, epochs=1 if args.smoke else args.epochs,
-              steps_per_epoch=SMOKE["steps"] if args.smoke else None, verbose=0 if args.smoke else 2)
+              steps_per_epoch=SMOKE["steps"] if args.smoke else None, verbose=0 if args.smoke else 1)
     seconds = time.perf_counter() - start
     accuracy = model.evaluate(x_test, y_test, batch_size=64, verbose=0, return_dict=True)["accuracy"]
     return {"norm": name, "batch_size": batch_size, "test_accuracy": float(accuracy), "train_seconds": seconds}
 
 
 def plot(rows, path):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot")
-        return
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    width = 0.8 / len(BATCH_SIZES)
-    for i, batch_size in enumerate(BATCH_SIZES):
-        values = [r["test_accuracy"] for r in rows if r["batch_size"] == batch_size]
-        ax.bar([j + i * width for j in range(len(VARIANTS))], values, width, label=f"batch size {batch_size}")
-    ax.set_xticks([j + width * (len(BATCH_SIZES) - 1) / 2 for j in range(len(VARIANTS))], list(VARIANTS))
-    ax.set_ylabel("test accuracy")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"plot saved to {path}")
+    example_plots.bar_chart(
+        path, list(VARIANTS),
+        {f"batch size {b}": [r["test_accuracy"] for r in rows if r["batch_size"] == b] for b in BATCH_SIZES},
+        ylabel="test accuracy",
+    )
 
 
 def main(argv=None):
@@ -141,8 +130,7 @@ def main(argv=None):
     for row in rows:
         print(f"| {row['norm']:<10} | {row['batch_size']:>10} | {row['test_accuracy']:13.4f} "
               f"| {row['train_seconds']:8.1f} s |")
-    if args.plot:
-        plot(rows, args.plot)
+    plot(rows, args.plot)
     return rows
 
 

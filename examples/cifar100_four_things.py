@@ -41,6 +41,8 @@ except ImportError:  # a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import keras_norms
 
+import example_plots  # noqa: E402  (examples/example_plots.py, beside this script)
+
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "output"
 NUM_VAL = 5000  # the last 5000 training images tune alpha
 GHOST = 16  # virtual_batch_size of variants 2-4
@@ -156,22 +158,9 @@ def search_alpha(model, data, smoke, label):
 
 
 def plot_searches(searches, path):
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install matplotlib to get one)")
-        return
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, search in searches.items():
-        ax.plot(list(search.scores), list(search.scores.values()), "o-", label=label)
-        ax.plot(search.best, search.scores[search.best], "k*", markersize=12)
-    ax.axvline(1 / GHOST, color="gray", linestyle=":", label=f"1/B' = 1/{GHOST}")
-    ax.set(xlabel="inference example weight alpha", ylabel="validation loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"plot: {path}")
+    curves = {label: (list(search.scores), list(search.scores.values())) for label, search in searches.items()}
+    example_plots.line_chart(path, curves, xlabel="inference example weight alpha", ylabel="validation loss",
+                             vertical=(1 / GHOST, f"1/B' = 1/{GHOST}"))
 
 
 def main(argv=None):

@@ -10,7 +10,8 @@ batches three ways, same seed and budget:
 2. MBN:       keras_norms.MemorizedBatchNormalization(memory_size=4)
 3. MBN + DF:  the same, the model wrapped by keras_norms.with_double_forward
 
-and prints a table (variant | test accuracy | step time). Data: tfds MNIST
+and prints a table (variant | test accuracy | step time) and saves a bar chart
+of the accuracies (`--plot`, default `examples/output/memorized_bn.png`). Data: tfds MNIST
 (downloaded when you run it), a subset so the run fits a CPU.
 
     KERAS_BACKEND=jax python examples/memorized_bn.py                # downloads MNIST
@@ -37,7 +38,10 @@ except ImportError:  # a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import keras_norms
 
+import example_plots  # noqa: E402  (examples/example_plots.py, beside this script)
+
 SMOKE = {"train": 40, "test": 16, "width": 4, "steps": 5}
+DEFAULT_PLOT = Path(__file__).resolve().parent / "output" / "memorized_bn.png"
 
 
 def parse_args(argv):
@@ -49,6 +53,7 @@ def parse_args(argv):
     parser.add_argument("--width", type=int, default=16, help="channels of the first convolution")
     parser.add_argument("--steps", type=int, default=None, help="steps per epoch (default: the whole subset)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="the bar chart (PNG) goes here")
     parser.add_argument("--smoke", action="store_true", help="mock data, tiny model: seconds")
     parser.add_argument("--mock", action="store_true", help="mock data, full model (step times)")
     return parser.parse_args(argv)
@@ -119,7 +124,7 @@ def run_variant(name, args, data):
     timer = StepTimer()
     steps = SMOKE["steps"] if args.smoke else args.steps
     model.fit(x, y, batch_size=args.batch_size, epochs=1 if args.smoke else args.epochs,
-              steps_per_epoch=steps, callbacks=[timer], verbose=0 if (args.smoke or args.mock) else 2)
+              steps_per_epoch=steps, callbacks=[timer], verbose=0 if (args.smoke or args.mock) else 1)
     accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)["accuracy"]
     return {"variant": name, "test_accuracy": float(accuracy), "step_ms": timer.median_ms()}
 
@@ -135,6 +140,8 @@ def main(argv=None):
     for row in rows:
         print(f"{row['variant']:<9} | {row['test_accuracy']:13.4f} | {row['step_ms']:6.2f} ms | "
               f"{row['step_ms'] / base:5.2f}x")
+    example_plots.bar_chart(args.plot, [row["variant"] for row in rows],
+                            {"test accuracy": [row["test_accuracy"] for row in rows]}, ylabel="test accuracy")
     return rows
 
 

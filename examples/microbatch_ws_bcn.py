@@ -10,7 +10,9 @@ This script trains the same small ResNet at batch size 2 three ways:
 2. GN+WS:   keras_norms.WSConv2D -> keras.layers.GroupNormalization
 3. BCN+WS:  keras_norms.WSConv2D -> keras_norms.BatchChannelNormalization(mode="estimate")
 
-and prints a table (variant | test accuracy | train time). Data: tfds
+and prints a table (variant | test accuracy | train time) and saves the test
+accuracy after each epoch as a PNG (`--plot`, default
+`examples/output/microbatch_ws_bcn.png`). Data: tfds
 CIFAR-10 (downloaded when you run it), a subset so the run fits a CPU.
 
     KERAS_BACKEND=jax python examples/microbatch_ws_bcn.py              # downloads CIFAR-10
@@ -34,7 +36,10 @@ except ImportError:  # a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import keras_norms
 
+import example_plots  # noqa: E402  (examples/example_plots.py, beside this script)
+
 SMOKE = {"train": 32, "test": 16, "width": 8, "steps": 8}
+DEFAULT_PLOT = Path(__file__).resolve().parent / "output" / "microbatch_ws_bcn.png"
 
 
 def parse_args(argv):
@@ -44,6 +49,7 @@ def parse_args(argv):
     parser.add_argument("--train-examples", type=int, default=5000, help="subset of the training split")
     parser.add_argument("--width", type=int, default=32, help="channels of stage 1 (GN/BCN: a multiple of 8)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="accuracy curves (PNG) go here")
     parser.add_argument("--smoke", action="store_true", help="mock data, tiny model: seconds")
     return parser.parse_args(argv)
 
@@ -98,11 +104,13 @@ def run_variant(name, args, data):
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     start = time.perf_counter()
-    model.fit(x, y, batch_size=args.batch_size, epochs=1 if args.smoke else args.epochs,
-              steps_per_epoch=SMOKE["steps"] if args.smoke else None, verbose=0 if args.smoke else 1)
+    # The test split is evaluated after each epoch (inference mode), for the curves.
+    history = model.fit(x, y, batch_size=args.batch_size, epochs=1 if args.smoke else args.epochs,
+                        steps_per_epoch=SMOKE["steps"] if args.smoke else None, verbose=0 if args.smoke else 1,
+                        validation_data=(x_test, y_test), validation_batch_size=64)
     seconds = time.perf_counter() - start
-    accuracy = model.evaluate(x_test, y_test, batch_size=64, verbose=0, return_dict=True)["accuracy"]
-    return {"variant": name, "test_accuracy": float(accuracy), "train_seconds": seconds}
+    curve = [float(a) for a in history.history["val_accuracy"]]
+    return {"variant": name, "test_accuracy": curve[-1], "train_seconds": seconds, "curve": curve}
 
 
 def main(argv=None):
@@ -114,6 +122,8 @@ def main(argv=None):
     print(f"\n{'variant':<8} | test accuracy | train time")
     for row in rows:
         print(f"{row['variant']:<8} | {row['test_accuracy']:13.4f} | {row['train_seconds']:8.1f} s")
+    curves = {row["variant"]: (range(1, len(row["curve"]) + 1), row["curve"]) for row in rows}
+    example_plots.line_chart(args.plot, curves, xlabel="epoch", ylabel="test accuracy")
     return rows
 
 

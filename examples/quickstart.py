@@ -107,7 +107,7 @@ def main(argv=None):
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    model.fit(x_train, y_train, batch_size=args.batch_size, epochs=epochs, verbose=2)
+    model.fit(x_train, y_train, batch_size=args.batch_size, epochs=epochs, verbose=2 if args.smoke else 1)
 
     # --- Save and reload: the layers are registered serializable.
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def test_memorized_bn_smoke():
+def test_memorized_bn_smoke(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "memorized_bn.py"), "--smoke"],
+        [sys.executable, str(EXAMPLES / "memorized_bn.py"), "--smoke", "--plot", str(tmp_path / "bars.png")],
         cwd=EXAMPLES.parent,
         env=os.environ.copy(),  # the same KERAS_BACKEND as this run
         capture_output=True,
@@ -26,3 +26,5 @@ def test_memorized_bn_smoke():
         assert match, f"no row for {variant}:\n{result.stdout[-2000:]}"
         assert 0.0 <= float(match.group(1)) <= 1.0
         assert float(match.group(2)) > 0.0
+    plot = tmp_path / "bars.png"
+    assert plot.is_file() and plot.read_bytes()[:4] == b"\x89PNG", "no bar chart saved"

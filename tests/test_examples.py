@@ -47,11 +47,12 @@ def test_cifar100_four_things_smoke(tmp_path):
     assert [k for k, _ in rows] == ["1", "2", "3", "4"], result.stdout[-2000:]
     for _, accuracy in rows:
         assert 0.0 <= float(accuracy) <= 1.0
+    assert_png(tmp_path / "cifar100_alpha_search.png")
 
 
-def test_microbatch_ws_bcn_smoke():
+def test_microbatch_ws_bcn_smoke(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "microbatch_ws_bcn.py"), "--smoke"],
+        [sys.executable, str(EXAMPLES / "microbatch_ws_bcn.py"), "--smoke", "--plot", str(tmp_path / "curves.png")],
         cwd=EXAMPLES.parent,
         env=os.environ.copy(),
         capture_output=True,
@@ -63,11 +64,12 @@ def test_microbatch_ws_bcn_smoke():
         match = re.search(rf"^{re.escape(variant)}\s+\|\s+(\d+\.\d+) \|", result.stdout, re.MULTILINE)
         assert match, f"no row for {variant}:\n{result.stdout[-2000:]}"
         assert 0.0 <= float(match.group(1)) <= 1.0
+    assert_png(tmp_path / "curves.png")
 
 
-def test_batch_independent_smoke():
+def test_batch_independent_smoke(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "batch_independent.py"), "--smoke"],
+        [sys.executable, str(EXAMPLES / "batch_independent.py"), "--smoke", "--plot", str(tmp_path / "bars.png")],
         cwd=EXAMPLES.parent,
         env=os.environ.copy(),
         capture_output=True,
@@ -81,3 +83,10 @@ def test_batch_independent_smoke():
     ), result.stdout[-2000:]
     for _, _, accuracy in rows:
         assert 0.0 <= float(accuracy) <= 1.0
+    assert_png(tmp_path / "bars.png")
+
+
+def assert_png(path):
+    """The example saved a non-empty PNG there (matplotlib is in the test requirements)."""
+    assert path.is_file(), f"no plot at {path}"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
