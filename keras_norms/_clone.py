@@ -51,6 +51,10 @@ def clone(model, replace):
     pairs = []
 
     def clone_function(layer):
+        if not isinstance(layer, keras.layers.Layer):
+            # A `keras.ops` operation in the graph (ConvNeXt's `x + y`): no
+            # weights, nothing to replace; a fresh copy shares nothing.
+            return layer.__class__.from_config(layer.get_config())
         new = replace(layer)
         pairs.append((layer, new))
         return new

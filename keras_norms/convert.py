@@ -10,6 +10,7 @@ that keep their meaning. Peers: timm's `convert_sync_batchnorm` and
 
 import importlib
 import inspect
+import warnings
 
 import keras
 import numpy as np
@@ -33,6 +34,7 @@ _COMMON = (
     "gamma_regularizer",
     "beta_constraint",
     "gamma_constraint",
+    "synchronized",
 )
 _DEFAULT_GROUPS = 32
 _AFFINE = {"gamma": "gamma", "beta": "beta"}
@@ -256,8 +258,9 @@ def convert_normalization(model, to, convolutions=None, **options):
     **The new layers** take from the old one, where their constructor has the
     argument: `axis` (Keras Applications' positive axis works), `epsilon`
     (e.g. Keras Applications' 1.001e-5), `momentum`, `center`, `scale`, the
-    gamma/beta initializers, regularizers and constraints, `name`, `dtype`
-    and `trainable`; `**options` override them. Grouped targets get
+    gamma/beta initializers, regularizers and constraints, `synchronized`
+    (cross-device batch statistics), `name`, `dtype` and `trainable`;
+    `**options` override them. Grouped targets get
     `groups`: by default, per layer, the largest divisor $G$ of the channel
     count $C$ with $G\\le 32$ and $C/G\\ge 2$ (32 for every ResNet50 layer);
     an explicit `groups` must divide every layer's $C$.
@@ -280,6 +283,20 @@ def convert_normalization(model, to, convolutions=None, **options):
     kernel and bias (a WS layer stores the raw kernel and standardizes it
     when called, so a pretrained kernel computes something new: fine-tune
     after converting). All other layers keep all their weights.
+
+    **Other layers.** Only batch normalization is converted.
+    `LayerNormalization` (ConvNeXt's only normalization), `GroupNormalization`,
+    `RMSNormalization` and the keras_norms layers other than BN are kept as
+    they are, with their weights: they do not depend on the batch, so small
+    batches do not hurt them. A model without batch normalization gives an
+    unchanged copy and a warning. Preprocessing layers (EfficientNet's
+    `Rescaling` and `Normalization`), custom layers (ConvNeXt's `LayerScale`)
+    and `keras.ops` calls in the graph are cloned from their configs with
+    their weights. With `convolutions="ws"`, only a layer whose output is a
+    converted layer's input is standardized: the convolutions of
+    pre-activation networks (ResNet50V2, DenseNet121) that reach the next
+    normalization through an `Add`, `Concatenate` or pooling layer, and
+    EfficientNet's squeeze-excitation convolutions, stay plain.
 
     Args:
         model: a built Functional or Sequential `keras.Model`.
@@ -353,4 +370,11 @@ def convert_normalization(model, to, convolutions=None, **options):
             carries[id(layer)](layer, new)
         else:
             new.set_weights(layer.get_weights())
+    if not carries:
+        warnings.warn(
+            f"convert_normalization: model '{model.name}' has no batch normalization "
+            "layer; the result is an unchanged copy. LayerNormalization, GroupNormalization "
+            "and the other batch-independent normalizations are kept as they are.",
+            stacklevel=2,
+        )
     return converted

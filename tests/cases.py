@@ -104,7 +104,7 @@ _BN_BAD = (
     (dict(inference_example_weight=1.5), ValueError, r"`inference_example_weight`=1.5.*\[0, 1\]"),
     (dict(renorm=True, renorm_clipping={"rmax": 1.0, "bad": 2}), ValueError, r"`renorm_clipping`.*remove \['bad'\]"),
     (dict(renorm=True, renorm_clipping={"rmax": 0.5, "rmin": 1.0}), ValueError, r"rmax must be >= rmin"),
-    (dict(synchronized=True), NotImplementedError, r"synchronized=True is not implemented"),
+    (dict(synchronized="yes"), ValueError, r"`synchronized`='yes'.*Pass True"),
 )
 
 CASES = (

@@ -39,11 +39,28 @@ TORCH_KERNEL_CASES = [
     ("batch_norm_inference", (8, 5, 5, 6), dict(axis=-1, example_weight=0.25), False),
     ("batch_norm_inference", (4, 6, 5, 5), dict(axis=2), False),
 ]
+_EVONORM_KERNELS = {"evonorm_b0", "evonorm_b0_inference", "evonorm_s0"}
 EXPECTED_KERNELS = {
-    "torch": {"batch_norm", "batch_norm_inference", "batch_group_norm", "group_norm"},
-    "tensorflow": {"batch_group_norm", "group_norm"},
-    "jax": {"batch_group_norm", "group_norm"},
+    "torch": {"batch_norm", "batch_norm_inference", "batch_group_norm", "group_norm"} | _EVONORM_KERNELS,
+    "tensorflow": {"batch_group_norm", "group_norm", "evonorm_b0", "evonorm_s0"},
+    "jax": {"batch_group_norm", "group_norm", "evonorm_b0", "evonorm_s0"},
 }
+# Ops that have no kernel on any backend (checked to stay that way, so that a new kernel is declared above).
+NO_KERNEL = ("ghost_batch_norm", "normalize", "filter_response_norm", "tlu", "proxy_norm")
+
+# EvoNorm kernels: (op, shape, kwargs, backends where the kernel runs: "all", "xla" or "torch"). torch takes the
+# channel axis 1 or last (a free view); the XLA kernels any axis, and B0's inference has no XLA kernel (the same moments code for B0 and S0, checked on S0).
+# `offset` shifts the input: at |mean|/std = 150 a one-pass variance without the shift would cancel.
+EVONORM_CASES = [
+    ("evonorm_b0", (6, 5, 4, 8), dict(axis=-1), "all"),
+    ("evonorm_b0", (5, 8, 3, 4), dict(axis=1), "all"),
+    ("evonorm_b0", (1, 6, 7), dict(axis=-1, offset=300.0), "all"),  # batch 1: batch variance = instance one
+    ("evonorm_b0_inference", (6, 5, 4, 8), dict(axis=-1), "torch"),
+    ("evonorm_s0", (4, 5, 4, 8), dict(axis=-1, groups=4), "all"),
+    ("evonorm_s0", (3, 8, 5, 2), dict(axis=1, groups=-1), "all"),
+    ("evonorm_s0", (3, 5, 8, 2), dict(axis=2, groups=2), "xla"),
+    ("evonorm_s0", (2, 6, 4, 8), dict(axis=-1, groups=2, offset=300.0), "all"),
+]
 
 
 def _call(op, shape, kwargs, x, params):
@@ -94,8 +111,80 @@ def _gradients(op, shape, kwargs):
 
 
 def test_declared_kernels():
-    for name in ("batch_norm", "batch_norm_inference", "batch_group_norm", "group_norm", "ghost_batch_norm", "normalize"):
+    for name in sorted(set().union(*EXPECTED_KERNELS.values())) + list(NO_KERNEL):
         assert _backends.has_kernel(name) == (name in EXPECTED_KERNELS[BACKEND]), name
+
+
+def _evonorm_gradients(op, shape, kwargs):
+    """Output(s) and gradients w.r.t. x, v, gamma, beta of an EvoNorm op, with the backend's autodiff."""
+    kwargs = dict(kwargs)
+    offset = kwargs.pop("offset", 0.5)
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=shape) * 2 + offset).astype("float32")
+    c = shape[kwargs["axis"] % len(shape)]
+    v, gamma, beta = (rng.uniform(0.5, 1.5, c).astype("float32"), rng.uniform(0.5, 1.5, c).astype("float32"),
+                      rng.normal(size=c).astype("float32"))
+    moving_variance = rng.uniform(0.5, 2.0, c).astype("float32")
+    upstream = rng.normal(size=shape).astype("float32")
+    variance_upstream = rng.normal(size=c).astype("float32")  # B0's variance output gets a gradient too
+    fn = getattr(keras_norms.ops, op)
+
+    def outputs(xv, vv, g, b):
+        if op == "evonorm_b0_inference":
+            return [fn(xv, moving_variance, vv, g, b, **kwargs)]
+        result = fn(xv, vv, g, b, **kwargs)
+        return list(result) if op == "evonorm_b0" else [result]
+
+    def loss(outs):
+        total = keras.ops.sum(outs[0] * keras.ops.convert_to_tensor(upstream))
+        if len(outs) > 1:
+            total = total + keras.ops.sum(outs[1] * keras.ops.convert_to_tensor(variance_upstream))
+        return total
+
+    if BACKEND == "torch":
+        import torch
+
+        leaves = [torch.tensor(t, requires_grad=True) for t in (x, v, gamma, beta)]
+        outs = outputs(*leaves)
+        loss(outs).backward()
+        return [to_numpy(o.detach()) for o in outs] + [to_numpy(t.grad) for t in leaves]
+    if BACKEND == "jax":
+        import jax
+
+        def f(*leaves):
+            outs = outputs(*leaves)
+            return loss(outs), outs
+
+        (_, outs), grads = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3), has_aux=True))(x, v, gamma, beta)
+        return [to_numpy(o) for o in outs] + [to_numpy(g) for g in grads]
+    import tensorflow as tf
+
+    leaves = [tf.constant(t) for t in (x, v, gamma, beta)]
+    with tf.GradientTape() as tape:
+        tape.watch(leaves)
+        outs = outputs(*leaves)
+        total = loss(outs)
+    return [to_numpy(o) for o in outs] + [to_numpy(g) for g in tape.gradient(total, leaves)]
+
+
+@pytest.mark.parametrize("op, shape, kwargs, where", EVONORM_CASES, ids=str)
+def test_evonorm_kernel_taken_or_declined_and_equal_to_reference(op, shape, kwargs, where):
+    with _backends.record_dispatch() as calls:
+        fast = _evonorm_gradients(op, shape, kwargs)
+    runs = where == "all" or (where == "xla") == (BACKEND != "torch")
+    assert calls == [(op, "fast" if runs else "reference")]
+    with config.fast_paths(False), _backends.record_dispatch() as calls:
+        reference = _evonorm_gradients(op, shape, kwargs)
+    assert calls == [(op, "reference")]
+    names = ["output", "variance"][: len(fast) - 4] + ["d/dx", "d/dv", "d/dgamma", "d/dbeta"]
+    for name, a, b in zip(names, fast, reference):
+        tolerance = GRADIENT if name.startswith("d/") else {}
+        if name.startswith("d/") and "offset" in kwargs:
+            # At |mean|/std = 150 the gradients (up to ~30) sum terms of ~x/std that cancel: against float64,
+            # S0's float32 d/dx was off by 2e-4 (kernel) and 5e-4 (reference, two-pass) on JAX. The outputs
+            # keep the float32 tolerance, which a cancelling one-pass variance would fail.
+            tolerance = dict(rtol=1e-4, atol=3e-5 * float(np.max(np.abs(b))))
+        assert_close(a, b, err_msg=name, **tolerance)
 
 
 @pytest.mark.parametrize("op, shape, kwargs, on_torch", TORCH_KERNEL_CASES, ids=str)

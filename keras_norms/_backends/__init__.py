@@ -36,6 +36,20 @@ def backend_module():
     return _loaded[name]
 
 
+def distributed_module():
+    """The active backend's cross-replica module (`<backend>_distributed.py`), or `None`.
+
+    It defines `replicas_active()`, `cross_replica_sum(tensors)` and
+    `device_shards()`; `keras_norms/ops/_replicas.py` builds on them.
+    """
+    name = keras.backend.backend()
+    key = name + "_distributed"
+    if key not in _loaded:
+        path = _MODULES.get(name)
+        _loaded[key] = importlib.import_module(path + "_distributed") if path else None
+    return _loaded[key]
+
+
 def _kernel(name):
     module = backend_module()
     return getattr(module, name, None) if module is not None else None

@@ -11,6 +11,9 @@ Layout: channels-last input `(N, ..., C)` is viewed as `(M, C)` with
 import torch
 import torch.nn.functional as F
 
+from keras_norms._backends.torch_evonorm import evonorm_b0  # noqa: F401  (re-exported kernels)
+from keras_norms._backends.torch_evonorm import evonorm_b0_inference  # noqa: F401
+from keras_norms._backends.torch_evonorm import evonorm_s0  # noqa: F401
 from keras_norms._backends.torch_group import batch_group_norm  # noqa: F401  (re-exported kernel)
 from keras_norms._backends.torch_group_norm import group_norm  # noqa: F401  (re-exported kernel)
 

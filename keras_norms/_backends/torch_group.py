@@ -81,6 +81,8 @@ def batch_group_norm(
     if n % examples:
         return None  # a smaller trailing example group: the reference handles it
     grouped, back = _to_groups(x, axis, examples)
+    if grouped.shape[0] * (x.shape[axis] // groups) * grouped.shape[2] == 1:
+        return None  # one value per cell: F.group_norm raises ("more than 1 value per channel"); the output is beta
     y = F.group_norm(
         grouped,
         groups,

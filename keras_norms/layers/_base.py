@@ -6,8 +6,10 @@ state the same way (`trainable=False`, `autocast=False`).
 """
 
 import math
+import numbers
 
 import keras
+import numpy as np
 from keras import initializers
 
 from keras_norms.ops import _stats
@@ -19,6 +21,43 @@ class NormalizationLayer(keras.layers.Layer):
     def _owner(self):
         """How error messages name this layer: its class and its name."""
         return f"{type(self).__name__} (layer '{self.name}')"
+
+    def __call__(self, *args, **kwargs):
+        # `training` picks a Python branch of `call` (batch statistics and state updates, or not): a value that is
+        # not a bool would pick one silently (the string "False" is true), a symbolic one cannot pick at all.
+        if "training" in kwargs:
+            kwargs["training"] = self._check_training(kwargs["training"])
+        elif len(args) > 1:
+            args = (args[0], self._check_training(args[1])) + args[2:]
+        return super().__call__(*args, **kwargs)
+
+    def _check_training(self, training):
+        """`training` as None or a Python bool.
+
+        Raises:
+            ValueError: unless `training` is None, a Python or NumPy bool,
+                0, 1, or a concrete scalar boolean tensor.
+        """
+        if training is None or isinstance(training, bool):
+            return training
+        if isinstance(training, (np.bool_, numbers.Integral)) and training in (0, 1):
+            return bool(training)
+        if isinstance(training, keras.KerasTensor) or keras.ops.is_tensor(training):
+            if tuple(training.shape) == () and keras.backend.standardize_dtype(training.dtype) == "bool":
+                try:
+                    return bool(training)
+                except TypeError:  # a traced or symbolic tensor: no value yet
+                    raise ValueError(
+                        f"{self._owner()}: `training` is a symbolic tensor ({training!r}), but the layer "
+                        "chooses batch or moving statistics in Python and needs its value. Pass a Python bool, "
+                        "and trace one function per mode (as Keras's fit() and predict() do)."
+                    ) from None
+        raise self._error(
+            "training",
+            training,
+            "Pass True (batch statistics, state updated), False (inference), or None (Keras's call context "
+            "decides, e.g. True inside fit()).",
+        )
 
     def _channel_axis_and_size(self, input_shape):
         """The channel axis of `input_shape` (non-negative) and its static size.
@@ -56,6 +95,15 @@ class NormalizationLayer(keras.layers.Layer):
             raise self._error(argument, value, "Pass a float in [0, 1].")
         return number
 
+    def _check_synchronized(self, synchronized):
+        if not isinstance(synchronized, bool):
+            raise self._error(
+                "synchronized",
+                synchronized,
+                "Pass True (batch statistics over every replica) or False (each replica's own).",
+            )
+        return synchronized
+
     def _check_epsilon(self, epsilon):
         number = _as_float(epsilon)
         if number is None or not number > 0.0 or math.isinf(number):
@@ -86,8 +134,12 @@ class NormalizationLayer(keras.layers.Layer):
             )
 
     def _state(self, name, shape, initializer):
-        if not callable(initializer) or isinstance(initializer, initializers.Initializer):
-            initializer = initializers.get(initializers.serialize(initializer))
+        # A fresh copy: state never shares a (seeded) initializer object. Copied
+        # through from_config, since initializers.serialize imports TensorFlow
+        # on every backend (seconds per process).
+        initializer = initializers.get(initializer)
+        if isinstance(initializer, initializers.Initializer):
+            initializer = initializer.__class__.from_config(initializer.get_config())
         return self.add_weight(
             shape=shape, name=name, initializer=initializer, trainable=False, autocast=False
         )

@@ -111,6 +111,13 @@ class BatchChannelNormalization(NormalizationLayer):
             None.
         gamma_constraint: optional constraint on both scales. Defaults to
             None.
+        synchronized: bool, all-reduce the batch step's statistics across
+            replicas in data-parallel training: the batch statistics
+            (`"batch"`) or the estimates' update (`"estimate"`) come from the
+            global batch, the same on every replica. False: each replica
+            (device) uses its own batch's. The group step is per example.
+            Identical on one device. See the guide "Training on several
+            devices" (`docs/guides/multi_device.md`). Defaults to False.
         **kwargs: base `Layer` arguments (`name`, `dtype`, `trainable`).
 
     Call arguments:
@@ -166,6 +173,7 @@ class BatchChannelNormalization(NormalizationLayer):
         gamma_regularizer=None,
         beta_constraint=None,
         gamma_constraint=None,
+        synchronized=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -185,6 +193,7 @@ class BatchChannelNormalization(NormalizationLayer):
         self.gamma_regularizer = regularizers.get(gamma_regularizer)
         self.beta_constraint = constraints.get(beta_constraint)
         self.gamma_constraint = constraints.get(gamma_constraint)
+        self.synchronized = self._check_synchronized(synchronized)
         self.batch_gamma = None
         self.batch_beta = None
         self.gamma = None
@@ -281,13 +290,14 @@ class BatchChannelNormalization(NormalizationLayer):
         common = dict(axis=self._channel_axis, epsilon=self.epsilon, groups=self._num_groups)
         moving = (cast(self.moving_mean), cast(self.moving_variance))
         if training and self.trainable:
+            sync = self.synchronized
             if self.mode == "batch":
-                y, mean, variance = bcn_ops.batch_channel_norm(x, *affines, **common)
+                y, mean, variance = bcn_ops.batch_channel_norm(x, *affines, synchronized=sync, **common)
                 mean = self.momentum * moving[0] + (1.0 - self.momentum) * ops.stop_gradient(mean)
                 variance = self.momentum * moving[1] + (1.0 - self.momentum) * ops.stop_gradient(variance)
             else:
                 y, mean, variance = bcn_ops.batch_channel_norm_estimate(
-                    x, *moving, *affines, momentum=self.momentum, **common
+                    x, *moving, *affines, momentum=self.momentum, synchronized=sync, **common
                 )
             self.moving_mean.assign(ops.cast(mean, self.moving_mean.dtype))
             self.moving_variance.assign(ops.cast(variance, self.moving_variance.dtype))
@@ -314,5 +324,6 @@ class BatchChannelNormalization(NormalizationLayer):
             "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
             "beta_constraint": constraints.serialize(self.beta_constraint),
             "gamma_constraint": constraints.serialize(self.gamma_constraint),
+            "synchronized": self.synchronized,
         }
         return {**super().get_config(), **config}

@@ -103,6 +103,14 @@ class BatchGroupNormalization(NormalizationLayer):
             `model.make_test_function(force=True)` and
             `model.make_predict_function(force=True)`. On rank-2 inputs with
             one channel per group, $\\alpha=1$ outputs `beta`.
+        synchronized: bool, for data-parallel training. An example group
+            never spans replicas (each replica splits its own batch, $E$
+            capped at it), so the training output does not change; True
+            all-reduces the full-batch moments of the moving state, so that
+            every replica keeps the moments of the global batch. False:
+            each replica's own (averaged over the devices on JAX).
+            Identical on one device. See the guide "Training on several
+            devices" (`docs/guides/multi_device.md`). Defaults to False.
         **kwargs: base `Layer` arguments (`name`, `dtype`, `trainable`).
 
     Call arguments:
@@ -157,6 +165,7 @@ class BatchGroupNormalization(NormalizationLayer):
         beta_constraint=None,
         gamma_constraint=None,
         inference_example_weight=0.0,
+        synchronized=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -178,6 +187,7 @@ class BatchGroupNormalization(NormalizationLayer):
         self.inference_example_weight = self._check_unit_float(
             "inference_example_weight", inference_example_weight
         )
+        self.synchronized = self._check_synchronized(synchronized)
         self.gamma = None
         self.beta = None
         self.moving_mean = None
@@ -237,7 +247,14 @@ class BatchGroupNormalization(NormalizationLayer):
         axis = self._channel_axis
         if training and self.trainable:
             y, mean, second_moment = group_ops.batch_group_norm(
-                x, gamma, beta, axis, self.epsilon, self._num_groups, self.examples_per_group
+                x,
+                gamma,
+                beta,
+                axis,
+                self.epsilon,
+                self._num_groups,
+                self.examples_per_group,
+                synchronized=self.synchronized,
             )
             self._update_moving(self.moving_mean, mean)
             self._update_moving(self.moving_second_moment, second_moment)
@@ -281,5 +298,6 @@ class BatchGroupNormalization(NormalizationLayer):
             "beta_constraint": constraints.serialize(self.beta_constraint),
             "gamma_constraint": constraints.serialize(self.gamma_constraint),
             "inference_example_weight": self.inference_example_weight,
+            "synchronized": self.synchronized,
         }
         return {**super().get_config(), **config}

@@ -103,10 +103,16 @@ class BatchNormalization(NormalizationLayer):
             function is traced.
         renorm_momentum: float, momentum of the renorm statistics. Defaults
             to 0.99.
-        synchronized: bool, all-reduce batch statistics across replicas.
-            Not implemented in keras_norms yet (it raises
-            `NotImplementedError`); use `keras.layers.BatchNormalization` on
-            TensorFlow meanwhile. Defaults to False.
+        synchronized: bool, all-reduce the batch statistics across
+            replicas in data-parallel training (TensorFlow `tf.distribute`
+            strategies, JAX `keras.distribution`, PyTorch DDP), so that
+            every replica normalizes with the statistics of the global
+            batch; False: each replica (device) uses its own batch's.
+            With `virtual_batch_size`, a ghost batch never spans replicas:
+            each replica splits its own batch into ghosts and only the
+            moving-statistics update is combined over the replicas.
+            Identical on one device. See the guide "Training on several
+            devices" (`docs/guides/multi_device.md`). Defaults to False.
         virtual_batch_size: optional positive int, the ghost batch size
             $B'$; training only; any batch size works. Rank-2 inputs need
             $B'\\ge 2$ (a ghost of one dense example has zero variance, so its
@@ -135,8 +141,8 @@ class BatchNormalization(NormalizationLayer):
     Raises:
         ValueError: for an invalid argument (named in the message) or an
             input whose channel axis is out of range or unknown.
-        NotImplementedError: for `synchronized=True`, and for a `mask`
-            together with `virtual_batch_size` in training.
+        NotImplementedError: for a `mask` together with
+            `virtual_batch_size` in training.
 
     Example:
 
@@ -200,12 +206,11 @@ class BatchNormalization(NormalizationLayer):
         self.renorm = bool(renorm)
         self.renorm_clipping = self._check_renorm_clipping(renorm_clipping)
         self.renorm_momentum = self._check_unit_float("renorm_momentum", renorm_momentum)
-        self.synchronized = bool(synchronized)
+        self.synchronized = self._check_synchronized(synchronized)
         self.virtual_batch_size = self._check_virtual_batch_size(virtual_batch_size)
         self.inference_example_weight = self._check_unit_float(
             "inference_example_weight", inference_example_weight
         )
-        self._check_combinations()
         self.supports_masking = True
         self.gamma = None
         self.beta = None
@@ -241,15 +246,6 @@ class BatchNormalization(NormalizationLayer):
         if dmax is not None and dmax < 0:
             raise self._error("renorm_clipping", clipping, "dmax must be non-negative.")
         return clipping
-
-    def _check_combinations(self):
-        if self.synchronized:
-            raise NotImplementedError(
-                f"{type(self).__name__}: synchronized=True is not implemented "
-                "in keras_norms yet (cross-device statistics on all backends "
-                "are planned). On TensorFlow, keras.layers.BatchNormalization"
-                "(synchronized=True) synchronizes meanwhile."
-            )
 
     # ----------------------------------------------------------------- state
     def build(self, input_shape):
@@ -294,22 +290,27 @@ class BatchNormalization(NormalizationLayer):
                     f"{type(self).__name__} (layer '{self.name}'): a mask "
                     "together with virtual_batch_size is not implemented yet."
                 )
+            sync = self.synchronized
             if self.renorm:
                 renorm_args = (gamma, beta, self.renorm_mean, self.renorm_stddev, axis, self.epsilon)
                 if self.virtual_batch_size is not None:
                     y, mean, variance = knops.ghost_batch_renorm(
-                        x, *renorm_args, self.renorm_clipping, self.virtual_batch_size
+                        x, *renorm_args, self.renorm_clipping, self.virtual_batch_size, synchronized=sync
                     )
                 else:
-                    y, mean, variance = knops.batch_renorm(x, *renorm_args, self.renorm_clipping, mask)
+                    y, mean, variance = knops.batch_renorm(
+                        x, *renorm_args, self.renorm_clipping, mask, synchronized=sync
+                    )
                 self._update_renorm_statistics(mean, variance)
             else:
                 if self.virtual_batch_size is not None:
                     y, mean, variance = knops.ghost_batch_norm(
-                        x, gamma, beta, axis, self.epsilon, self.virtual_batch_size
+                        x, gamma, beta, axis, self.epsilon, self.virtual_batch_size, synchronized=sync
                     )
                 else:
-                    y, mean, variance = knops.batch_norm(x, gamma, beta, axis, self.epsilon, mask)
+                    y, mean, variance = knops.batch_norm(
+                        x, gamma, beta, axis, self.epsilon, mask, synchronized=sync
+                    )
                 self._update_moving(self.moving_mean, mean, self.momentum)
                 self._update_moving(self.moving_variance, variance, self.momentum)
         else:

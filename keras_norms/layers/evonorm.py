@@ -166,6 +166,13 @@ class EvoNormB0(_EvoNorm):
             None.
         beta_constraint: optional constraint on $\\beta$. Defaults to None.
         gamma_constraint: optional constraint on $\\gamma$. Defaults to None.
+        synchronized: bool, take the batch variance $s^2_b$ over the global
+            batch across replicas in data-parallel training (with gradient),
+            so that every replica uses the same one; False: each replica
+            (device) uses its own batch's. The instance variance is per
+            example either way.
+            Identical on one device. See the guide "Training on several
+            devices" (`docs/guides/multi_device.md`). Defaults to False.
         **kwargs: base `Layer` arguments (`name`, `dtype`, `trainable`).
 
     Call arguments:
@@ -212,6 +219,7 @@ class EvoNormB0(_EvoNorm):
         gamma_regularizer=None,
         beta_constraint=None,
         gamma_constraint=None,
+        synchronized=False,
         **kwargs,
     ):
         super().__init__(
@@ -227,6 +235,7 @@ class EvoNormB0(_EvoNorm):
             **kwargs,
         )
         self.momentum = self._check_momentum(momentum)
+        self.synchronized = self._check_synchronized(synchronized)
         self.moving_variance_initializer = initializers.get(moving_variance_initializer)
         self.moving_variance = None
 
@@ -253,7 +262,9 @@ class EvoNormB0(_EvoNorm):
         weights = self._weights_as(x.dtype)
         moving_variance = ops.cast(self.moving_variance, x.dtype)
         if training and self.trainable:
-            y, variance = evonorm_ops.evonorm_b0(x, *weights, axis=self._channel_axis, epsilon=self.epsilon)
+            y, variance = evonorm_ops.evonorm_b0(
+                x, *weights, axis=self._channel_axis, epsilon=self.epsilon, synchronized=self.synchronized
+            )
             variance = self.momentum * moving_variance + (1.0 - self.momentum) * ops.stop_gradient(variance)
             self.moving_variance.assign(ops.cast(variance, self.moving_variance.dtype))
         else:
@@ -266,6 +277,7 @@ class EvoNormB0(_EvoNorm):
         config = {
             "momentum": self.momentum,
             "moving_variance_initializer": initializers.serialize(self.moving_variance_initializer),
+            "synchronized": self.synchronized,
         }
         return {**super().get_config(), **config}
 

@@ -88,6 +88,15 @@ class MemorizedBatchNormalization(NormalizationLayer):
             None.
         beta_constraint: optional constraint on `beta`. Defaults to None.
         gamma_constraint: optional constraint on `gamma`. Defaults to None.
+        synchronized: bool, take the current batch's moments over the
+            global batch across replicas in data-parallel training, so that
+            every replica normalizes with them and memorizes the same
+            moments (the memory stays identical on all replicas). False:
+            each replica (device) uses and memorizes its own batch's moments
+            (per-replica memories drift apart on TensorFlow and PyTorch; on
+            JAX the devices' moments are averaged into the one memory).
+            Identical on one device. See the guide "Training on several
+            devices" (`docs/guides/multi_device.md`). Defaults to False.
         **kwargs: base `Layer` arguments (`name`, `dtype`, `trainable`).
 
     Weights, in creation order: `gamma`, `beta` (trainable, `(C,)`),
@@ -145,6 +154,7 @@ class MemorizedBatchNormalization(NormalizationLayer):
         gamma_regularizer=None,
         beta_constraint=None,
         gamma_constraint=None,
+        synchronized=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -160,6 +170,7 @@ class MemorizedBatchNormalization(NormalizationLayer):
         self.gamma_regularizer = regularizers.get(gamma_regularizer)
         self.beta_constraint = constraints.get(beta_constraint)
         self.gamma_constraint = constraints.get(gamma_constraint)
+        self.synchronized = self._check_synchronized(synchronized)
         self.gamma = None
         self.beta = None
         self.memory_mean = None
@@ -213,7 +224,9 @@ class MemorizedBatchNormalization(NormalizationLayer):
         memory = (self.memory_mean, self.memory_second_moment, self.memory_count)
         phase = self._double_forward_phase
         if self.trainable and (phase == "refresh" or (training and phase in (None, "hold"))):
-            y, new_mean, new_second = mbn_ops.memorized_batch_norm(x, *memory, gamma, beta, **common)
+            y, new_mean, new_second = mbn_ops.memorized_batch_norm(
+                x, *memory, gamma, beta, synchronized=self.synchronized, **common
+            )
             self.memory_mean.assign(ops.cast(new_mean, self.memory_mean.dtype))
             self.memory_second_moment.assign(ops.cast(new_second, self.memory_second_moment.dtype))
             if phase != "hold":
@@ -237,5 +250,6 @@ class MemorizedBatchNormalization(NormalizationLayer):
             "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
             "beta_constraint": constraints.serialize(self.beta_constraint),
             "gamma_constraint": constraints.serialize(self.gamma_constraint),
+            "synchronized": self.synchronized,
         }
         return {**super().get_config(), **config}

@@ -29,6 +29,7 @@ from keras import regularizers
 
 from keras_norms.layers._base import NormalizationLayer
 from keras_norms.layers.weight_standardization import KernelReparameterizationMixin
+from keras_norms.layers.weight_standardization import add_channel_vector
 from keras_norms.ops import _stats
 from keras_norms.ops import norm_prop as norm_prop_ops
 from keras_norms.ops import weight_standardization as ws_ops
@@ -155,10 +156,8 @@ class NormPropMixin(KernelReparameterizationMixin):
         return self._conv_call(inputs)
 
     def _bias_and_activation(self, outputs):
-        beta = ops.cast(self.beta, outputs.dtype)
-        if getattr(self, "data_format", "channels_last") == "channels_first":
-            beta = ops.reshape(beta, (1, -1) + (1,) * (len(outputs.shape) - 2))
-        return super()._bias_and_activation(ops.add(outputs, beta))  # no bias: the activation
+        outputs = add_channel_vector(outputs, self.beta, getattr(self, "data_format", "channels_last"))
+        return super()._bias_and_activation(outputs)  # no bias: the activation
 
     # ---------------------------------------------------------- serialization
     def get_config(self):

@@ -41,6 +41,21 @@ def _positive_float(value):
     return number if number > 0.0 and math.isfinite(number) else None
 
 
+def add_channel_vector(outputs, vector, data_format):
+    """`outputs` plus a per-channel `vector` (a bias), channels last or first.
+
+    Not `ops.add`: on TensorFlow, Keras 3.15 turns an add of a vector-shaped
+    tensor into `tf.nn.bias_add` and guesses the channel axis from the
+    shapes, so a channels-first output whose last axis has as many entries
+    as there are channels got the bias along that axis
+    (`keras.layers.Conv*D` have the same bug).
+    """
+    vector = ops.cast(vector, outputs.dtype)
+    if data_format == "channels_first":
+        vector = ops.reshape(vector, (1, -1) + (1,) * (len(outputs.shape) - 2))
+    return outputs + vector
+
+
 class KernelReparameterizationMixin:
     """Applies a function of the float32 master kernel instead of the raw kernel.
 
@@ -129,10 +144,7 @@ class KernelReparameterizationMixin:
     def _bias_and_activation(self, outputs):
         # What the Keras layers do after their convolution or matmul.
         if self.bias is not None:
-            bias = self.bias
-            if getattr(self, "data_format", "channels_last") == "channels_first":
-                bias = ops.reshape(bias, (1, -1) + (1,) * (len(outputs.shape) - 2))
-            outputs = ops.add(outputs, bias)
+            outputs = add_channel_vector(outputs, self.bias, getattr(self, "data_format", "channels_last"))
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
@@ -318,8 +330,8 @@ class WSConv1D(WeightStandardizationMixin, keras.layers.Conv1D):
 class WSConv2D(WeightStandardizationMixin, keras.layers.Conv2D):
     """2D convolution with a weight-standardized kernel.
 
-    `keras.layers.Conv2D` (same arguments, weights and call) whose
-    `convolution_op` applies, instead of the raw kernel $W$ of shape
+    `keras.layers.Conv2D` (same arguments, weights and call) that
+    applies, instead of the raw kernel $W$ of shape
     `(kh, kw, in // groups, filters)`, its standardization per output
     channel $i$ over the fan-in $j$ (kernel axes 0, 1, 2; $I = k_hk_w\\,
     C_{in}/\\text{groups}$ entries):
@@ -375,18 +387,18 @@ class WSConv2D(WeightStandardizationMixin, keras.layers.Conv2D):
 
     _plain_layer = keras.layers.Conv2D
 
-    def convolution_op(self, inputs, kernel):
-        # `kernel` is what Conv2D.call passes (`self.kernel`, LoRA added and
-        # cast to the compute dtype); it is standardized from float32 instead.
-        return super().convolution_op(inputs, self._call_kernel())
+    def call(self, inputs, training=None):
+        # Not keras.layers.Conv2D.call: its bias add is wrong for some
+        # channels-first shapes on TensorFlow (see `add_channel_vector`).
+        return self._conv_call(inputs)
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
 class WSConv3D(WeightStandardizationMixin, keras.layers.Conv3D):
     """3D convolution with a weight-standardized kernel.
 
-    `keras.layers.Conv3D` (same arguments, weights and call) whose
-    `convolution_op` applies, instead of the raw kernel $W$ of shape
+    `keras.layers.Conv3D` (same arguments, weights and call) that
+    applies, instead of the raw kernel $W$ of shape
     `(kd, kh, kw, in // groups, filters)`, its standardization per output
     channel $i$ over the fan-in $j$ (every kernel axis but the last, $I$
     entries):
@@ -428,8 +440,9 @@ class WSConv3D(WeightStandardizationMixin, keras.layers.Conv3D):
 
     _plain_layer = keras.layers.Conv3D
 
-    def convolution_op(self, inputs, kernel):
-        return super().convolution_op(inputs, self._call_kernel())
+    def call(self, inputs, training=None):
+        # Not keras.layers.Conv3D.call (see WSConv2D.call).
+        return self._conv_call(inputs)
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")

@@ -98,6 +98,10 @@ def _normalize_cells(x, gamma, beta, axis, epsilon, groups, examples):
     # Shift: the mean of each cell's values at the first spatial position, frozen.
     first_count = ops.cast(cells.examples_per_cell(), x.dtype) * per_cell_channels
     shift = ops.stop_gradient(cells.spread(cells.sum(first) / first_count))  # (N, C)
+    # Any finite shift gives the same result. A NaN or inf at a cell's first position would make the shift, and
+    # through it the per-channel moving statistics of every channel of the cell, non-finite: 0 keeps a non-finite
+    # value in its own channel's statistics, as in the two-pass reference.
+    shift = ops.where(ops.isfinite(shift), shift, ops.zeros_like(shift))
     d = x - ops.reshape(shift, per_channel_shape)
     if spatial:
         s1, s2 = ops.sum(d, axis=spatial), ops.sum(ops.square(d), axis=spatial)  # (N, C), one pass

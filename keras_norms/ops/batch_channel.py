@@ -29,6 +29,7 @@ Shapes: `x` has any rank >= 2 with the batch on axis 0 and channels on `axis`
 from keras import ops
 
 from keras_norms._backends import dispatch
+from keras_norms.ops import _replicas
 from keras_norms.ops import _stats
 from keras_norms.ops import group as group_ops
 from keras_norms.ops.normalization import _affine
@@ -150,7 +151,15 @@ def _channel_step(x_hat, gamma, beta, axis, epsilon, groups):
 
 
 def batch_channel_norm(
-    x, batch_gamma=None, batch_beta=None, gamma=None, beta=None, axis=-1, epsilon=1e-5, groups=32
+    x,
+    batch_gamma=None,
+    batch_beta=None,
+    gamma=None,
+    beta=None,
+    axis=-1,
+    epsilon=1e-5,
+    groups=32,
+    synchronized=False,
 ):
     """Large-batch BCN in training mode: batch norm, then group norm.
 
@@ -172,17 +181,20 @@ def batch_channel_norm(
         axis: int, the channel axis (not 0).
         epsilon: float, used by both normalizations.
         groups: positive int $G$ dividing the channel count, or -1.
+        synchronized: bool, the batch step's statistics over the global
+            batch across replicas (True) or this replica's batch (see
+            `batch_norm`); the group step is per example either way.
 
     Returns:
         `(y, mean, variance)`: the output and the `(C,)` batch statistics
         (for the moving averages), in float32 or wider.
     """
     x, axis, groups = _prepare(x, axis, groups, "keras_norms.ops.batch_channel_norm")
-    x_hat, mean, variance = batch_norm(x, batch_gamma, batch_beta, axis, epsilon)
+    x_hat, mean, variance = batch_norm(x, batch_gamma, batch_beta, axis, epsilon, synchronized=synchronized)
     return _channel_step(x_hat, gamma, beta, axis, epsilon, groups), mean, variance
 
 
-def estimated_moments(x, moving_mean, moving_variance, axis=-1, momentum=0.99):
+def estimated_moments(x, moving_mean, moving_variance, axis=-1, momentum=0.99, synchronized=False):
     """EstBN's statistics update (spec §8.3, [code]), behind a stop-gradient.
 
     With update rate $r = 1-\\rho$ ($\\rho$ = `momentum`, Keras convention)
@@ -207,6 +219,9 @@ def estimated_moments(x, moving_mean, moving_variance, axis=-1, momentum=0.99):
         moving_variance: `(C,)` old estimate $\\hat\\sigma^{2,old}$.
         axis: int, the channel axis.
         momentum: float $\\rho$ in [0, 1]; the update rate is $r=1-\\rho$.
+        synchronized: bool, $m_c$ and $\\sigma^2_{B,c}$ of the global batch
+            across replicas (True) or of this replica's batch (see
+            `batch_norm`; per-device estimates are averaged over the devices).
 
     Returns:
         `(mean, variance)`: the `(C,)` updated estimates, in float32 or wider.
@@ -216,7 +231,16 @@ def estimated_moments(x, moving_mean, moving_variance, axis=-1, momentum=0.99):
     x = ops.stop_gradient(_stats.upcast(x))
     ndim = len(x.shape)
     axis = _stats.canonical_axis(axis, ndim, owner)
-    batch_mean, batch_variance = _stats.moments(x, _stats.reduction_axes(ndim, axis))
+    shards = _replicas.device_slices(x)
+    if not synchronized and shards > 1:
+        return _replicas.per_device(
+            lambda xs: estimated_moments(xs, moving_mean, moving_variance, axis, momentum),
+            shards,
+            x,
+            batch_outputs=0,
+        )
+    moments = _replicas.moments if _replicas.synchronizes(synchronized) else _stats.moments
+    batch_mean, batch_variance = moments(x, _stats.reduction_axes(ndim, axis))
     old_mean = ops.stop_gradient(_stats.like(moving_mean, x))
     old_variance = ops.stop_gradient(_stats.like(moving_variance, x))
     about_old_mean = batch_variance + ops.square(batch_mean - old_mean)
@@ -284,6 +308,7 @@ def batch_channel_norm_estimate(
     epsilon=1e-5,
     groups=32,
     momentum=0.99,
+    synchronized=False,
 ):
     """Micro-batch BCN (EstBN) in training mode.
 
@@ -313,13 +338,26 @@ def batch_channel_norm_estimate(
         epsilon: float, used by both normalizations.
         groups: positive int $G$ dividing the channel count, or -1.
         momentum: float $\\rho$ in [0, 1].
+        synchronized: bool, the estimates updated from the global batch
+            across replicas (True) or from this replica's batch, each
+            replica (device) then normalizing with its own (see
+            `estimated_moments`).
 
     Returns:
         `(y, mean, variance)`: the output and the `(C,)` updated estimates
         (stop-gradient), in float32 or wider.
     """
     x, axis, groups = _prepare(x, axis, groups, "keras_norms.ops.batch_channel_norm_estimate")
-    mean, variance = estimated_moments(x, moving_mean, moving_variance, axis, momentum)
+    shards = _replicas.device_slices(x)
+    if not synchronized and shards > 1:
+        return _replicas.per_device(
+            lambda xs: batch_channel_norm_estimate(
+                xs, moving_mean, moving_variance, batch_gamma, batch_beta, gamma, beta, axis, epsilon, groups, momentum
+            ),
+            shards,
+            x,
+        )
+    mean, variance = estimated_moments(x, moving_mean, moving_variance, axis, momentum, synchronized)
     y = batch_channel_norm_inference(
         x, mean, variance, batch_gamma, batch_beta, gamma, beta, axis, epsilon, groups
     )

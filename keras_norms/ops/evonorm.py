@@ -14,7 +14,9 @@ deviation.
 
 Everything is written in `keras.ops`; statistics are computed in float32 or
 wider (see `_stats`), two-pass, and results come back in that dtype for the
-caller to cast. S0's group moments come from the helper group normalization
+caller to cast. The three ops go through `dispatch`: backend kernels
+(`keras_norms/_backends/*evonorm*.py`, one-pass shifted moments) give the same
+outputs and gradients; see `docs/fast-paths.md`. S0's group moments come from the helper group normalization
 uses (`batch_channel._group_moments`).
 
 Shapes: `x` has rank >= 3 (EvoNorm acts on feature maps: B0's instance
@@ -24,6 +26,8 @@ channels on `axis` (not 0); per-channel vectors have shape `(C,)`.
 
 from keras import ops
 
+from keras_norms._backends import dispatch
+from keras_norms.ops import _replicas
 from keras_norms.ops import _stats
 from keras_norms.ops import group as group_ops
 from keras_norms.ops.batch_channel import _group_moments
@@ -71,7 +75,7 @@ def _b0(x, variance, v, gamma, beta, axis, epsilon):
     return _affine(x / ops.maximum(left, right), gamma, beta)
 
 
-def evonorm_b0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5):
+def evonorm_b0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5, synchronized=False):
     """EvoNorm-B0 in training mode (batch statistics, with gradient).
 
     $$y=\\frac{x}{\\max\\!\\Big(\\sqrt{s^2_{b,c}+\\epsilon},\\;
@@ -92,6 +96,10 @@ def evonorm_b0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5):
         beta: optional `(C,)` shift (`None`: 0).
         axis: int, the channel axis (not 0).
         epsilon: float added to both variances inside the square roots.
+        synchronized: bool. True: $s^2_b$ is the variance of the global
+            batch across replicas (`_replicas.moments`, with gradient);
+            False: of this replica's batch (see `batch_norm`). The instance
+            variance is per example either way.
 
     Returns:
         `(y, variance)`: the output and the `(C,)` biased batch variance $s^2_b$
@@ -101,7 +109,19 @@ def evonorm_b0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5):
         ValueError: for an input of rank < 3 or a bad `axis`.
     """
     x, axis = _prepare(x, axis, "keras_norms.ops.evonorm_b0")
-    _, variance = _stats.moments(x, _stats.reduction_axes(len(x.shape), axis), keepdims=True)
+    shards = _replicas.device_slices(x)
+    if not synchronized and shards > 1:
+        return _replicas.per_device(lambda xs: evonorm_b0(xs, v, gamma, beta, axis, epsilon), shards, x)
+    if _replicas.synchronizes(synchronized):
+        # Not dispatched: a fused kernel would see this replica's batch only.
+        return _evonorm_b0_reference(x, v, gamma, beta, axis, epsilon, moments=_replicas.moments)
+    v, gamma, beta = (_stats.like(t, x) for t in (v, gamma, beta))
+    # Kernels receive the upcast `x`, a non-negative axis and vectors of x's dtype.
+    return dispatch("evonorm_b0", _evonorm_b0_reference, x, v, gamma, beta, axis, epsilon)
+
+
+def _evonorm_b0_reference(x, v, gamma, beta, axis, epsilon, moments=_stats.moments):
+    _, variance = moments(x, _stats.reduction_axes(len(x.shape), axis), keepdims=True)
     y = _b0(x, variance, v, gamma, beta, axis, epsilon)
     return y, ops.reshape(variance, (-1,))
 
@@ -132,7 +152,15 @@ def evonorm_b0_inference(x, moving_variance, v=None, gamma=None, beta=None, axis
         ValueError: for an input of rank < 3 or a bad `axis`.
     """
     x, axis = _prepare(x, axis, "keras_norms.ops.evonorm_b0_inference")
-    variance = _vector(ops.stop_gradient(_stats.like(moving_variance, x)), len(x.shape), axis, x.shape[axis], x)
+    moving_variance, v, gamma, beta = (_stats.like(t, x) for t in (moving_variance, v, gamma, beta))
+    # Kernels receive the upcast `x`, a non-negative axis and vectors of x's dtype.
+    return dispatch(
+        "evonorm_b0_inference", _evonorm_b0_inference_reference, x, moving_variance, v, gamma, beta, axis, epsilon
+    )
+
+
+def _evonorm_b0_inference_reference(x, moving_variance, v, gamma, beta, axis, epsilon):
+    variance = _vector(ops.stop_gradient(moving_variance), len(x.shape), axis, x.shape[axis], x)
     return _b0(x, variance, v, gamma, beta, axis, epsilon)
 
 
@@ -169,6 +197,12 @@ def evonorm_s0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5, groups=3
     owner = "keras_norms.ops.evonorm_s0"
     x, axis = _prepare(x, axis, owner)
     groups = group_ops._resolve_groups(groups, x.shape[axis], owner)
+    v, gamma, beta = (_stats.like(t, x) for t in (v, gamma, beta))
+    # Kernels receive the upcast `x`, a non-negative axis and the resolved (positive) groups.
+    return dispatch("evonorm_s0", _evonorm_s0_reference, x, v, gamma, beta, axis, epsilon, groups)
+
+
+def _evonorm_s0_reference(x, v, gamma, beta, axis, epsilon, groups):
     view, _, variance = _group_moments(x, axis, groups)
     rank = len(view.shape)
     v, gamma, beta = (group_ops._group_vector(_stats.like(t, x), rank, axis, groups) for t in (v, gamma, beta))

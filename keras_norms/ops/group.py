@@ -26,6 +26,7 @@ axis is reshaped in place into `(G, C_g)` and the batch axis into
 from keras import ops
 
 from keras_norms._backends import dispatch
+from keras_norms.ops import _replicas
 from keras_norms.ops import _stats
 from keras_norms.ops.normalization import _affine
 from keras_norms.ops.normalization import _split_ghosts
@@ -190,7 +191,14 @@ def _batch_group_norm_reference(x, gamma, beta, axis, epsilon, groups, examples_
 
 
 def batch_group_norm(
-    x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32, examples_per_group=2
+    x,
+    gamma=None,
+    beta=None,
+    axis=-1,
+    epsilon=1e-3,
+    groups=32,
+    examples_per_group=2,
+    synchronized=False,
 ):
     """Batch-Group normalization in training mode.
 
@@ -221,6 +229,12 @@ def batch_group_norm(
         groups: positive int $G$ dividing the channel count, or -1 for one
             channel per group.
         examples_per_group: positive int $E$, capped at the batch size.
+        synchronized: bool. An example group never spans replicas: each
+            replica splits its own batch (and $E$ is capped at it). True:
+            the full-batch moments are those of the global batch, the
+            replicas' moments averaged with weights $N_r/N$. Under a JAX
+            `keras.distribution` the example groups are taken within each
+            device's slice either way.
 
     Returns:
         `(y, mean, second_moment)`: the output and the `(C,)` full-batch
@@ -235,8 +249,15 @@ def batch_group_norm(
     axis = _check_axis(axis, len(x.shape), owner)
     groups = _resolve_groups(groups, x.shape[axis], owner)
     gamma, beta = _stats.like(gamma, x), _stats.like(beta, x)
+    shards = _replicas.device_slices(x)
+    if shards > 1:  # example groups within each device's slice; the averaged moments are global
+        return _replicas.per_device(
+            lambda xs: batch_group_norm(xs, gamma, beta, axis, epsilon, groups, examples_per_group),
+            shards,
+            x,
+        )
     # Kernels receive a non-negative axis and the resolved (positive) groups.
-    return dispatch(
+    y, mean, second_moment = dispatch(
         "batch_group_norm",
         _batch_group_norm_reference,
         x,
@@ -247,6 +268,11 @@ def batch_group_norm(
         groups,
         examples_per_group,
     )
+    if _replicas.synchronizes(synchronized):
+        # Only the moving-state moments are combined, so every kernel stays valid.
+        count = _stats._count(x, _stats.reduction_axes(len(x.shape), axis))
+        mean, second_moment = _replicas.pooled([mean, second_moment], count)
+    return y, mean, second_moment
 
 
 def _batch_group_norm_inference_reference(

@@ -30,6 +30,7 @@ back in that dtype for the caller to cast.
 
 from keras import ops
 
+from keras_norms.ops import _replicas
 from keras_norms.ops import _stats
 from keras_norms.ops.normalization import normalize
 
@@ -140,6 +141,7 @@ def memorized_batch_norm(
     axis=-1,
     epsilon=1e-3,
     memory_weights=None,
+    synchronized=False,
 ):
     """Memorized batch normalization in training mode.
 
@@ -166,6 +168,11 @@ def memorized_batch_norm(
         memory_weights: optional sequence of $k$ positive floats, the weight
             of the batch of each age (0: the current batch); `None` is
             uniform.
+        synchronized: bool. True: the current batch's moments are those of
+            the global batch across replicas (`_replicas.moments`), so every
+            replica memorizes the same moments. False: this replica's batch
+            (see `batch_norm`; per-device memories are averaged over the
+            devices on JAX).
 
     Returns:
         `(y, new_memory_mean, new_memory_second_moment)`: the output in
@@ -179,7 +186,17 @@ def memorized_batch_norm(
     ndim = len(x.shape)
     axis = _stats.canonical_axis(axis, ndim, owner)
     size = _check_memory(memory_mean, memory_second_moment, memory_weights, owner)
-    batch_mean, batch_variance = _stats.moments(x, _stats.reduction_axes(ndim, axis))
+    shards = _replicas.device_slices(x)
+    if not synchronized and shards > 1:
+        return _replicas.per_device(
+            lambda xs: memorized_batch_norm(
+                xs, memory_mean, memory_second_moment, count, gamma, beta, axis, epsilon, memory_weights
+            ),
+            shards,
+            x,
+        )
+    moments = _replicas.moments if _replicas.synchronizes(synchronized) else _stats.moments
+    batch_mean, batch_variance = moments(x, _stats.reduction_axes(ndim, axis))
     memory_mean = ops.stop_gradient(ops.cast(memory_mean, dtype))
     memory_second = ops.stop_gradient(ops.cast(memory_second_moment, dtype))
     count = ops.cast(count, dtype)

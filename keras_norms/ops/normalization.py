@@ -14,6 +14,7 @@ from keras import KerasTensor
 from keras import ops
 
 from keras_norms._backends import dispatch
+from keras_norms.ops import _replicas
 from keras_norms.ops import _stats
 
 
@@ -96,18 +97,18 @@ def _broadcast_mask(mask, x):
     return ops.expand_dims(ops.cast(mask, "bool"), -1)
 
 
-def _batch_norm_reference(x, gamma, beta, axis=-1, epsilon=1e-3, mask=None):
+def _batch_norm_reference(x, gamma, beta, axis=-1, epsilon=1e-3, mask=None, moments=_stats.moments):
     x = _stats.upcast(x)
     ndim = len(x.shape)
     axis = _stats.canonical_axis(axis, ndim, "keras_norms.ops.batch_norm")
-    mean, variance = _stats.moments(
+    mean, variance = moments(
         x, _stats.reduction_axes(ndim, axis), mask=_broadcast_mask(mask, x)
     )
     y = normalize(x, mean, variance, gamma, beta, axis, epsilon)
     return y, mean, variance
 
 
-def batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, mask=None):
+def batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, mask=None, synchronized=False):
     """Batch normalization in training mode: normalizes with batch statistics.
 
     $$\\mu_c=\\operatorname{mean}_{\\neg c}x,\\quad
@@ -127,6 +128,11 @@ def batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, mask=None):
         mask: optional boolean tensor of rank `ndim - 1` (Keras BN's
             convention: a trailing axis is added); masked-out entries are left
             out of the statistics but still normalized.
+        synchronized: bool. False: the statistics of this replica's own
+            batch (under a JAX `keras.distribution`, of each device's slice).
+            True: of the global batch, all-reduced over the replicas
+            (`_replicas.moments`; no backend fast path then). The same on
+            one device. See `docs/guides/multi_device.md`.
 
     Returns:
         `(y, mean, variance)`: the output and the `(C,)` batch statistics, in
@@ -137,6 +143,14 @@ def batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, mask=None):
     gamma, beta = _stats.like(gamma, x), _stats.like(beta, x)
     if mask is not None and not isinstance(mask, KerasTensor):
         mask = ops.convert_to_tensor(mask)
+    shards = _replicas.device_slices(x)
+    if not synchronized and shards > 1:
+        return _replicas.per_device(
+            lambda xs, ms: batch_norm(xs, gamma, beta, axis, epsilon, ms), shards, x, mask
+        )
+    if _replicas.synchronizes(synchronized):
+        # Not dispatched: a fused kernel would see this replica's batch only.
+        return _batch_norm_reference(x, gamma, beta, axis, epsilon, mask, moments=_replicas.moments)
     return dispatch(
         "batch_norm", _batch_norm_reference, x, gamma, beta, axis, epsilon, mask
     )
@@ -257,7 +271,9 @@ def _pooled_ghost_statistics(mean, variance, counts, channels):
     return pooled_mean, pooled_variance
 
 
-def ghost_batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, virtual_batch_size=1):
+def ghost_batch_norm(
+    x, gamma=None, beta=None, axis=-1, epsilon=1e-3, virtual_batch_size=1, synchronized=False
+):
     """Ghost batch normalization (training mode).
 
     Each ghost batch $k$ of consecutive examples is normalized with its own
@@ -274,6 +290,11 @@ def ghost_batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, virtual_ba
         axis: int, the channel axis (not 0).
         epsilon: float.
         virtual_batch_size: positive int $B'$; $B' \\ge N$ is plain BN.
+        synchronized: bool. A ghost batch never spans replicas: each
+            replica splits its own batch into ghosts. True: the pooled
+            statistics are averaged over the replicas with weights $N_r/N$
+            (the global pooled statistics). Under a JAX `keras.distribution`
+            the ghosts are taken within each device's slice either way.
 
     Returns:
         `(y, mean, variance)` with `(C,)` statistics, in float32 or wider.
@@ -283,6 +304,14 @@ def ghost_batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, virtual_ba
     x = _stats.upcast(x)
     ndim = len(x.shape)
     axis = _stats.canonical_axis(axis, ndim, owner)
+    shards = _replicas.device_slices(x)
+    if shards > 1:  # ghosts within each device's slice; the averaged statistics are global
+        return _replicas.per_device(
+            lambda xs: ghost_batch_norm(xs, gamma, beta, axis, epsilon, virtual_batch_size), shards, x
+        )
+    if _replicas.synchronizes(synchronized):
+        y, mean, variance = ghost_batch_norm(x, gamma, beta, axis, epsilon, virtual_batch_size)
+        return (y,) + tuple(_replicas.pooled([mean, variance], ops.shape(x)[0]))
     if x.shape[0] is not None and x.shape[0] <= virtual_batch_size:
         return batch_norm(x, gamma, beta, axis, epsilon)
     channels = x.shape[axis]
@@ -304,6 +333,7 @@ def ghost_batch_renorm(
     epsilon=1e-3,
     renorm_clipping=None,
     virtual_batch_size=1,
+    synchronized=False,
 ):
     """Batch Renormalization per ghost batch (training mode).
 
@@ -327,6 +357,11 @@ def ghost_batch_renorm(
         epsilon: float.
         renorm_clipping: optional dict with keys among `rmin`, `rmax`, `dmax`.
         virtual_batch_size: positive int $B'$; $B' \\ge N$ is plain renorm.
+        synchronized: bool. A ghost batch never spans replicas: each
+            replica splits its own batch into ghosts. True: the pooled
+            statistics are averaged over the replicas with weights $N_r/N$
+            (the global pooled statistics). Under a JAX `keras.distribution`
+            the ghosts are taken within each device's slice either way.
 
     Returns:
         `(y, mean, variance)` with the pooled `(C,)` statistics.
@@ -336,6 +371,13 @@ def ghost_batch_renorm(
     x = _stats.upcast(x)
     ndim = len(x.shape)
     axis = _stats.canonical_axis(axis, ndim, owner)
+    args = (gamma, beta, renorm_mean, renorm_stddev, axis, epsilon, renorm_clipping, virtual_batch_size)
+    shards = _replicas.device_slices(x)
+    if shards > 1:  # ghosts within each device's slice; the averaged statistics are global
+        return _replicas.per_device(lambda xs: ghost_batch_renorm(xs, *args), shards, x)
+    if _replicas.synchronizes(synchronized):
+        y, mean, variance = ghost_batch_renorm(x, *args)
+        return (y,) + tuple(_replicas.pooled([mean, variance], ops.shape(x)[0]))
     if x.shape[0] is not None and x.shape[0] <= virtual_batch_size:
         return batch_renorm(x, gamma, beta, renorm_mean, renorm_stddev, axis, epsilon, renorm_clipping)
     channels = x.shape[axis]
@@ -489,6 +531,7 @@ def batch_renorm(
     epsilon=1e-3,
     renorm_clipping=None,
     mask=None,
+    synchronized=False,
 ):
     """Batch Renormalization in training mode (Ioffe, 2017).
 
@@ -507,6 +550,8 @@ def batch_renorm(
         epsilon: float.
         renorm_clipping: optional dict with keys among `rmin`, `rmax`, `dmax`.
         mask: optional boolean mask of rank `ndim - 1` (see `batch_norm`).
+        synchronized: bool, statistics of the global batch across replicas
+            (True) or of this replica's batch (see `batch_norm`).
 
     Returns:
         `(y, mean, variance)` with the `(C,)` batch statistics.
@@ -515,7 +560,18 @@ def batch_renorm(
     gamma, beta = _stats.like(gamma, x), _stats.like(beta, x)
     ndim = len(x.shape)
     axis = _stats.canonical_axis(axis, ndim, "keras_norms.ops.batch_renorm")
-    mean, variance = _stats.moments(
+    shards = _replicas.device_slices(x)
+    if not synchronized and shards > 1:
+        return _replicas.per_device(
+            lambda xs, ms: batch_renorm(
+                xs, gamma, beta, renorm_mean, renorm_stddev, axis, epsilon, renorm_clipping, ms
+            ),
+            shards,
+            x,
+            mask,
+        )
+    moments = _replicas.moments if _replicas.synchronizes(synchronized) else _stats.moments
+    mean, variance = moments(
         x, _stats.reduction_axes(ndim, axis), mask=_broadcast_mask(mask, x)
     )
     r, d = renorm_correction(mean, variance, renorm_mean, renorm_stddev, epsilon, renorm_clipping)

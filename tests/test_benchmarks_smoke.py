@@ -1,0 +1,68 @@
+"""The benchmark suite stays runnable: a `--profile smoke` run on this backend, and its report.
+
+Not a performance test (speed claims live in `benchmarks/`): the smoke run times one layer on a tiny input
+for two rounds and only its structure is checked. The catalog must name every public layer, so that a new
+layer cannot silently drop out of the published figures.
+"""
+
+import inspect
+import json
+import pathlib
+import sys
+
+import keras
+
+import keras_norms.layers
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import catalog  # noqa: E402
+
+
+def test_catalog_covers_every_public_layer():
+    public = {name for name, obj in vars(keras_norms.layers).items()
+              if inspect.isclass(obj) and issubclass(obj, keras.layers.Layer)}
+    assert public <= {row.name for row in catalog.LAYERS}, "add the new layers to benchmarks/catalog.py"
+
+
+def test_smoke_run_writes_a_result_and_the_report_renders_it(tmp_path):
+    """In this process (no second interpreter to start): the suite keeps the backend's thread setting."""
+    import report
+    import suite
+
+    backend = keras.backend.backend()
+    threads = _torch_threads()
+    try:
+        assert suite.main(["--backend", backend, "--profile", "smoke", "--threads", "0",
+                           "--output-dir", str(tmp_path)]) == 0
+    finally:
+        _torch_threads(threads)
+    result = json.loads((tmp_path / f"suite_{backend}.json").read_text())
+    (cell,) = result["cells"]
+    assert cell["meta"]["shape"] == "tiny" and not cell["skipped"], cell["skipped"]
+    rows = {(r["name"], r["mode"]): r for r in cell["results"]}
+    layer = rows[("BatchNormalization", "train")]
+    assert layer["ms"] > 0 and layer["best_baseline"] is not None and layer["target_result"] in ("PASS", "MISS")
+    assert ("keras BatchNormalization", "infer") in rows
+    if backend == "torch":
+        assert ("F.batch_norm", "train") in rows
+    # Measured on every backend; TensorFlow's allocator statistics show nothing for a tiny input.
+    assert layer["peak_bytes"] is not None and (layer["peak_bytes"] > 0 or backend == "tensorflow")
+
+    page = tmp_path / "performance.md"
+    page.write_text("<!-- generated: train -->\nold\n<!-- end generated: train -->\n")
+    assert report.main(["--results", str(tmp_path), "--docs", str(page), "--assets", str(tmp_path / "assets")]) == 0
+    assert "`BatchNormalization`" in page.read_text() and "old" not in page.read_text()
+    assert (tmp_path / "assets" / "suite.png").stat().st_size > 1000
+
+
+def _torch_threads(value=None):
+    """Gets (or restores) torch's intra-op threads on the torch run; None elsewhere."""
+    if keras.backend.backend() != "torch":
+        return None
+    import torch
+
+    if value is not None:
+        torch.set_num_threads(value)
+    return torch.get_num_threads()
