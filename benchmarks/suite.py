@@ -286,5 +286,22 @@ def main(argv=None):
     return 0  # a measurement, not a test
 
 
+def run_one_shape(description, families, argv=None, reference_rows=False):
+    """Entry point of the thin one-shape scripts (`bench_layers.py`, `bench_ws.py`).
+
+    Runs `main` on `--shape` with `--layers` set to the catalog rows whose family is in `families`; any other
+    option is passed on to `main`.
+    """
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--backend", required=True, choices=["tensorflow", "jax", "torch"])
+    p.add_argument("--shape", default="32,32,32,64", help="NHWC input shape (default 32,32,32,64)")
+    p.add_argument("--quick", action="store_true", help="5 rounds")
+    args, rest = p.parse_known_args(argv)
+    layers = ",".join(row.name for row in catalog.LAYERS if families(row.family))
+    return main(["--backend", args.backend, "--shapes", args.shape.replace(",", "x"), "--layers", layers]
+                + (["--reference-rows"] if reference_rows else [])
+                + (["--repeats", "5"] if args.quick else []) + rest)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""Backend-specific test helpers: gradients of a layer call, tensor conversion.
+"""Backend-specific test helpers: gradients of a layer call, both modes of a call, tensor conversion.
 
 Tests may branch on the backend; the package's layers may not.
 """
@@ -9,6 +9,30 @@ import numpy as np
 
 def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def call_both_modes(layer, x):
+    """`(inference output, training output)` of two calls from the same state, then the state after training.
+
+    `layer` is a layer or a model. Eager calls (inference first); on JAX one jitted function computes both (one
+    compilation per layer) and the new state is written back, so the variables hold the state after training on
+    every backend.
+    """
+    if keras.backend.backend() != "jax":
+        return to_numpy(layer(x, training=False)), to_numpy(layer(x, training=True))
+    import jax
+
+    def both(trainable, non_trainable, x):
+        y_inference, _ = layer.stateless_call(trainable, non_trainable, x, training=False)
+        y_training, state = layer.stateless_call(trainable, non_trainable, x, training=True)
+        return y_inference, y_training, state
+
+    trainable = [v.value for v in layer.trainable_variables]
+    non_trainable = [v.value for v in layer.non_trainable_variables]
+    y_inference, y_training, state = jax.jit(both)(trainable, non_trainable, x)
+    for variable, value in zip(layer.non_trainable_variables, state):
+        variable.assign(value)
+    return to_numpy(y_inference), to_numpy(y_training)
 
 
 def layer_gradients(layer, x, upstream, training=True):

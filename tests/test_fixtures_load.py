@@ -15,6 +15,7 @@ import pytest
 from packaging.version import Version
 
 import keras_norms  # registers the layers, which the files name
+from tests.backend_utils import call_both_modes
 from tests.backend_utils import to_numpy
 from tests.tolerances import CROSS_BACKEND
 from tests.tolerances import assert_close
@@ -31,28 +32,9 @@ def fixtures():
 
 
 def outputs(model, x):
-    """`(y_inference, y_training, state after training)` from the model's initial state, as one step per mode.
-
-    On JAX both calls run in one jitted function (one compilation per fixture).
-    """
-    layer = model.layers[-1]
-    if keras.backend.backend() != "jax":
-        y_inference = to_numpy(model(x, training=False))
-        y_training = to_numpy(model(x, training=True))
-        return y_inference, y_training, {w.name: to_numpy(w) for w in layer.non_trainable_weights}
-    import jax
-
-    def both(trainable, non_trainable, x):
-        y_inference, _ = model.stateless_call(trainable, non_trainable, x, training=False)
-        y_training, state = model.stateless_call(trainable, non_trainable, x, training=True)
-        return y_inference, y_training, state
-
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
-    y_inference, y_training, state = jax.jit(both)(trainable, non_trainable, x)
-    names = {id(v): v.name for v in layer.non_trainable_weights}
-    state = {names[id(v)]: to_numpy(s) for v, s in zip(model.non_trainable_variables, state) if id(v) in names}
-    return to_numpy(y_inference), to_numpy(y_training), state
+    """`(y_inference, y_training, state after training)` from the model's initial state, as one step per mode."""
+    y_inference, y_training = call_both_modes(model, x)
+    return y_inference, y_training, {w.name: to_numpy(w) for w in model.layers[-1].non_trainable_weights}
 
 
 def test_every_registered_layer_class_has_a_fixture():

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from keras_norms.layers._base import NormalizationLayer
+from tests.backend_utils import call_both_modes
 from tests.backend_utils import to_numpy
 from tests.cases import CASES
 from tests.test_conformance import build
@@ -40,29 +41,6 @@ def assert_unchanged(layer, before, what):
     assert after.keys() == before.keys(), f"{what} added or removed variables"
     for path, value in before.items():
         np.testing.assert_array_equal(after[path], value, err_msg=f"{what} changed {path}")
-
-
-def call_both_modes(layer, x):
-    """`(inference output, training output)` of two calls from the same state, then the state after training.
-
-    Eager calls (inference first); on JAX one jitted function computes both (one compilation per layer) and the
-    new state is written back.
-    """
-    if BACKEND != "jax":
-        return to_numpy(layer(x, training=False)), to_numpy(layer(x, training=True))
-    import jax
-
-    def both(trainable, non_trainable, x):
-        y_inference, _ = layer.stateless_call(trainable, non_trainable, x, training=False)
-        y_training, state = layer.stateless_call(trainable, non_trainable, x, training=True)
-        return y_inference, y_training, state
-
-    trainable = [v.value for v in layer.trainable_variables]
-    non_trainable = [v.value for v in layer.non_trainable_variables]
-    y_inference, y_training, state = jax.jit(both)(trainable, non_trainable, x)
-    for variable, value in zip(layer.non_trainable_variables, state):
-        variable.assign(value)
-    return to_numpy(y_inference), to_numpy(y_training)
 
 
 def bad_calls(case):

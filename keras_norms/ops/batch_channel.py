@@ -46,29 +46,13 @@ def _check_momentum(momentum, owner):
         )
 
 
-def _group_moments(x, axis, groups):
-    """The `(N, ..., G, C_g, ...)` view of `x` and its per-(example, group) moments.
-
-    Two-pass mean and biased variance (`_stats.moments`) over each example's
-    group channels and all spatial positions, kept broadcastable against the
-    view. Shared by group norm and EvoNorm-S0 (`keras_norms/ops/evonorm.py`).
-    `axis` is non-negative and `groups` divides the channel count.
-    """
-    x = _stats.upcast(x)
-    view = ops.reshape(x, group_ops._split_channels(ops.shape(x), axis, groups))
-    rank = len(view.shape)
-    reduce_axes = [i for i in range(rank) if i not in (0, axis)]
-    mean, variance = _stats.moments(view, reduce_axes, keepdims=True)
-    return view, mean, variance
-
-
 def _group_norm_reference(x, gamma, beta, axis, epsilon, groups):
     # Group norm is Batch-Group normalization's training op with one example
     # per group: the same (N, ..., G, C_g, ...) view, statistics per
     # (example, channel group), a per-channel affine. The view is made
     # directly (no example axis), so the batch size never matters.
     x = _stats.upcast(x)
-    view, mean, variance = _group_moments(x, axis, groups)
+    view, mean, variance = group_ops._group_moments(x, axis, groups)
     rank = len(view.shape)
     y = _affine(
         view,

@@ -17,7 +17,7 @@ wider (see `_stats`), two-pass, and results come back in that dtype for the
 caller to cast. The three ops go through `dispatch`: backend kernels
 (`keras_norms/_backends/*evonorm*.py`, one-pass shifted moments) give the same
 outputs and gradients; see `docs/fast-paths.md`. S0's group moments come from the helper group normalization
-uses (`batch_channel._group_moments`).
+uses (`group._group_moments`).
 
 Shapes: `x` has rank >= 3 (EvoNorm acts on feature maps: B0's instance
 variance is taken over the spatial axes) with the batch on axis 0 and
@@ -30,7 +30,7 @@ from keras_norms._backends import dispatch
 from keras_norms.ops import _replicas
 from keras_norms.ops import _stats
 from keras_norms.ops import group as group_ops
-from keras_norms.ops.batch_channel import _group_moments
+from keras_norms.ops.group import _group_moments
 
 
 def _prepare(x, axis, owner):

@@ -84,6 +84,23 @@ def _split_channels(shape, axis, groups):
     return shape[:axis] + [groups, channels // groups] + shape[axis + 1 :]
 
 
+def _group_moments(x, axis, groups):
+    """The `(N, ..., G, C_g, ...)` view of `x` and its per-(example, group) moments.
+
+    Two-pass mean and biased variance (`_stats.moments`) over each example's
+    group channels and all spatial positions, kept broadcastable against the
+    view. Shared by group norm (`batch_channel.py`), EvoNorm-S0 (`evonorm.py`) and
+    the example's own moments of Batch-Group inference.
+    `axis` is non-negative and `groups` divides the channel count.
+    """
+    x = _stats.upcast(x)
+    view = ops.reshape(x, _split_channels(ops.shape(x), axis, groups))
+    rank = len(view.shape)
+    reduce_axes = [i for i in range(rank) if i not in (0, axis)]
+    mean, variance = _stats.moments(view, reduce_axes, keepdims=True)
+    return view, mean, variance
+
+
 def _group_vector(v, ndim, axis, groups):
     """A `(C,)` vector shaped to broadcast along the `(G, C_g)` pair at `axis`.
 
@@ -279,9 +296,7 @@ def _batch_group_norm_inference_reference(
     x, moving_mean, moving_second_moment, gamma, beta, axis, epsilon, groups, example_weight
 ):
     x = _stats.upcast(x)
-    ndim = len(x.shape)
-    rank = ndim + 1  # the (N, ..., G, C_g, ...) view
-    view = ops.reshape(x, _split_channels(ops.shape(x), axis, groups))
+    rank = len(x.shape) + 1  # the (N, ..., G, C_g, ...) view
     g, b = (_group_vector(v, rank, axis, groups) for v in (gamma, beta))
     # Population moments of each channel group, from the per-channel state.
     m1 = _group_vector(moving_mean, rank, axis, groups)
@@ -300,12 +315,12 @@ def _batch_group_norm_inference_reference(
     pop_variance = group_mean(m2 - ops.square(m1)) + group_mean(ops.square(m1 - pop_mean))
     alpha = example_weight
     if alpha == 0:
+        view = ops.reshape(x, _split_channels(ops.shape(x), axis, groups))
         mixed_mean, mixed_variance = pop_mean, pop_variance
     else:
         # The example's own group moments, over its group's channels and all
         # spatial positions (two-pass; rank 2 with C_g = 1 gives x and 0).
-        own_axes = [i for i in range(rank) if i not in (0, axis)]
-        own_mean, own_variance = _stats.moments(view, own_axes, keepdims=True)
+        view, own_mean, own_variance = _group_moments(x, axis, groups)
         mixed_mean = alpha * own_mean + (1.0 - alpha) * pop_mean
         # Equals alpha*S2 + (1-alpha)*M2 - mixed_mean**2 (the official moment
         # mix), expanded into terms that are non-negative for a valid state,
