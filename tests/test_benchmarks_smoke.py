@@ -66,3 +66,25 @@ def _torch_threads(value=None):
     if value is not None:
         torch.set_num_threads(value)
     return torch.get_num_threads()
+
+
+def test_one_command_runs_suite_and_model_fit(tmp_path):
+    """`benchmarks/run_all.sh` (the README's one command) on this backend, smoke profile, without the report."""
+    import os
+    import subprocess
+
+    backend = keras.backend.backend()
+    env = {**os.environ, "PYTHON": sys.executable}
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "run_all.sh"), "--profile", "smoke", "--backends", backend,
+         "--output-dir", str(tmp_path), "--no-report"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    suite_result = json.loads((tmp_path / f"suite_{backend}.json").read_text())
+    assert suite_result["cells"][0]["meta"]["shape"] == "tiny"
+    fit = json.loads((tmp_path / f"model_fit_{backend}.json").read_text())
+    assert len(fit["rows"]) == 2, fit["rows"]  # the Keras BN baseline and keras_norms BatchNormalization
+    bad = subprocess.run(["bash", str(ROOT / "benchmarks" / "run_all.sh"), "--profil", "x"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown argument '--profil'" in bad.stderr

@@ -41,12 +41,12 @@ TORCH_KERNEL_CASES = [
 ]
 _EVONORM_KERNELS = {"evonorm_b0", "evonorm_b0_inference", "evonorm_s0"}
 EXPECTED_KERNELS = {
-    "torch": {"batch_norm", "batch_norm_inference", "batch_group_norm", "group_norm"} | _EVONORM_KERNELS,
+    "torch": {"batch_norm", "batch_norm_inference", "batch_group_norm", "group_norm", "tlu"} | _EVONORM_KERNELS,
     "tensorflow": {"batch_group_norm", "group_norm", "evonorm_b0", "evonorm_s0"},
     "jax": {"batch_group_norm", "group_norm", "evonorm_b0", "evonorm_s0"},
 }
 # Ops that have no kernel on any backend (checked to stay that way, so that a new kernel is declared above).
-NO_KERNEL = ("ghost_batch_norm", "normalize", "filter_response_norm", "tlu", "proxy_norm")
+NO_KERNEL = ("ghost_batch_norm", "normalize", "filter_response_norm", "proxy_norm")
 
 # EvoNorm kernels: (op, shape, kwargs, backends where the kernel runs: "all", "xla" or "torch"). torch takes the
 # channel axis 1 or last (a free view); the XLA kernels any axis, and B0's inference has no XLA kernel (the same moments code for B0 and S0, checked on S0).
@@ -199,6 +199,77 @@ def test_kernel_taken_or_declined_and_equal_to_reference(op, shape, kwargs, on_t
     assert_close(fast[0], reference[0], err_msg="output")
     for name, a, b in zip(("x", "gamma", "beta"), fast[1:], reference[1:]):
         assert_close(a, b, err_msg=f"d/d{name}", **GRADIENT)
+
+
+# TLU: (shape, axis, dtype). Every other input equals its channel's tau, so ties are tested: PyTorch's and JAX's
+# `maximum` split their gradient in half, TensorFlow's gives it to x; the torch kernel must do as torch does.
+TLU_CASES = [
+    ((4, 5, 3, 6), -1, "float32"),
+    ((3, 6, 4, 2), 1, "float32"),
+    ((5, 6), -1, "float32"),
+    ((2, 3, 6, 4), 2, "float32"),
+    ((4, 5, 3, 6), -1, "float16"),
+]
+
+
+def _tlu_gradients(shape, axis, dtype):
+    """`(z, dz/dx, dz/dtau)` for `sum(tlu(x, tau) * upstream)` with the backend's autodiff, and the inputs."""
+    rng = np.random.default_rng(3)
+    c = shape[axis]
+    tau = rng.normal(size=c).astype(dtype)
+    x = rng.normal(size=shape).astype(dtype)
+    ties = np.broadcast_to(tau.reshape([c if i == axis % len(shape) else 1 for i in range(len(shape))]), shape)
+    x.reshape(-1)[::2] = ties.reshape(-1)[::2]
+    upstream = rng.normal(size=shape).astype(dtype)
+    op = keras_norms.ops.tlu
+    if BACKEND == "torch":
+        import torch
+
+        xt, tt = torch.tensor(x, requires_grad=True), torch.tensor(tau, requires_grad=True)
+        z = op(xt, tt, axis=axis)
+        (z * torch.tensor(upstream)).sum().backward()
+        grads = [xt.grad, tt.grad]
+    elif BACKEND == "jax":
+        import jax
+
+        def f(xv, tv):
+            z = op(xv, tv, axis=axis)
+            return (z * upstream).sum(), z
+
+        (_, z), grads = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(x, tau)
+    else:
+        import tensorflow as tf
+
+        xt, tt = tf.constant(x), tf.constant(tau)
+        with tf.GradientTape() as tape:
+            tape.watch([xt, tt])
+            z = op(xt, tt, axis=axis)
+            loss = tf.reduce_sum(z * upstream)
+        grads = tape.gradient(loss, [xt, tt])
+    return [to_numpy(t) for t in (z, *grads)], (x, tau, ties, upstream)
+
+
+@pytest.mark.parametrize("shape, axis, dtype", TLU_CASES, ids=str)
+def test_tlu_kernel_equals_reference_and_numpy_with_ties(shape, axis, dtype):
+    with _backends.record_dispatch() as calls:
+        fast, (x, tau, ties, upstream) = _tlu_gradients(shape, axis, dtype)
+    assert calls == [("tlu", "fast" if BACKEND == "torch" else "reference")]
+    with config.fast_paths(False), _backends.record_dispatch() as calls:
+        reference, _ = _tlu_gradients(shape, axis, dtype)
+    assert calls == [("tlu", "reference")]
+    # NumPy, in float64: z = max(x, tau); the gradient goes to the larger operand, at a tie as the backend's
+    # `maximum` sends it.
+    at_tie = 1.0 if BACKEND == "tensorflow" else 0.5
+    x64, ties64, up64 = (a.astype("float64") for a in (x, ties, upstream))
+    to_x = np.where(x64 > ties64, 1.0, np.where(x64 == ties64, at_tie, 0.0))
+    expected = [np.maximum(x64, ties64), up64 * to_x,
+                (up64 * (1.0 - to_x)).sum(axis=tuple(i for i in range(len(shape)) if i != axis % len(shape)))]
+    tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-2, atol=2e-2)
+    np.testing.assert_array_equal(fast[0], reference[0], err_msg="output")  # a maximum: exact on every path
+    for name, a, b, e in zip(("z", "d/dx", "d/dtau"), fast, reference, expected):
+        assert a.dtype == np.dtype(dtype), name
+        assert_close(a, b, err_msg=f"{name}: fast path vs reference", **tolerance)
+        assert_close(a, e, err_msg=f"{name}: vs NumPy", **tolerance)
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the F.batch_norm kernel exists on torch only")

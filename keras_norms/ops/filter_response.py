@@ -24,6 +24,7 @@ shape `(C,)`.
 from keras import KerasTensor
 from keras import ops
 
+from keras_norms._backends import dispatch
 from keras_norms.ops import _stats
 
 
@@ -138,7 +139,10 @@ def tlu(x, tau, axis=-1):
     `tau` has one entry per channel, shape `(C,)` (tensorflow-addons' `TLU`
     uses one per position and channel instead). The maximum is taken in the
     dtype of `x`: rounding is monotone, so this equals the float32 maximum
-    rounded to that dtype.
+    rounded to that dtype. Where $x=\\tau_c$ the gradient follows the
+    backend's `maximum` (PyTorch and JAX split it in half, TensorFlow gives
+    it to $x$). PyTorch has a kernel with a hand-written backward
+    (`keras_norms/_backends/torch_tlu.py`); see `docs/fast-paths.md`.
 
     Args:
         x: tensor of rank >= 2, batch on axis 0.
@@ -154,6 +158,10 @@ def tlu(x, tau, axis=-1):
     if not isinstance(x, KerasTensor) and not ops.is_tensor(x):
         x = ops.convert_to_tensor(x, dtype=getattr(x, "dtype", None))
     axis = _check_axis(axis, len(x.shape), "keras_norms.ops.tlu")
+    return dispatch("tlu", _tlu_reference, x, tau, axis)
+
+
+def _tlu_reference(x, tau, axis):
     return ops.maximum(x, _channel_vector(tau, x, axis))
 
 

@@ -1,0 +1,62 @@
+"""PyTorch fast path for `keras_norms.ops.tlu`: $z=\\max(x,\\tau_c)$ with a hand-written backward.
+
+Autograd of `torch.maximum` with a per-channel operand broadcast over the
+batch and the positions runs full-size `where`/`masked_fill` passes and a
+`sum_to_size` per operand; on one CPU thread the TLU train step was 6-7x
+`F.relu`'s (see `docs/performance.md`). Here the forward is
+`torch.clamp(x, min=tau)` (the same values as `torch.maximum`, NaN included,
+and 4x faster than it with a broadcast operand: 0.46 ms against 1.77 ms for
+a (4, 28, 28, 512) input on one thread), and the backward is
+
+$$\\frac{\\partial L}{\\partial x}=\\tfrac12\\,g\\,\\big(1+\\operatorname{sign}(x-\\tau_c)\\big),\\qquad
+  \\frac{\\partial L}{\\partial\\tau_c}=\\textstyle\\sum_{\\neg c}g-\\sum_{\\neg c}\\frac{\\partial L}{\\partial x},$$
+
+$g$ the upstream gradient: where $x=\\tau_c$ (for floats, exactly where
+$x-\\tau_c=0$) the gradient is split in half, as torch's `maximum` (the
+reference on this backend) splits it. Four elementwise passes and two
+per-channel sums: 2.6 ms against 9.6 ms for the same backward through
+`torch.heaviside`, whose CPU kernel does not vectorize. Outputs are
+identical to the reference; gradients equal it up to the order of the
+per-channel sums.
+
+Runs for floating-point torch tensors of rank >= 2 and any channel axis;
+declines (returns `None`) otherwise. Decisions use static facts only.
+"""
+
+import keras
+import torch
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+class _TLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, tau, reduce_dims):
+        ctx.save_for_backward(x, tau)
+        ctx.reduce_dims = reduce_dims
+        return torch.clamp(x, min=tau)
+
+    @staticmethod
+    def backward(ctx, dz):
+        x, tau = ctx.saved_tensors
+        dx = torch.addcmul(dz, dz, torch.sign(x - tau)).mul_(0.5)
+        dtau = None
+        if ctx.needs_input_grad[1]:
+            dims = ctx.reduce_dims
+            dtau = dz.sum(dims, keepdim=True) - dx.sum(dims, keepdim=True)
+        return dx, dtau, None
+
+
+def tlu(x, tau, axis=-1):
+    """TLU kernel: the output of the reference, with a hand-written backward when a gradient is wanted."""
+    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES or x.dim() < 2:
+        return None
+    if not isinstance(tau, torch.Tensor):
+        tau = keras.ops.convert_to_tensor(tau)
+    shape = [1] * x.dim()
+    shape[axis] = -1
+    tau = tau.to(device=x.device, dtype=x.dtype).reshape(shape)
+    if not torch.is_grad_enabled() or not (x.requires_grad or tau.requires_grad):
+        return torch.clamp(x, min=tau)
+    reduce_dims = tuple(i for i in range(x.dim()) if i != axis)
+    return _TLU.apply(x, tau, reduce_dims)
