@@ -1,4 +1,4 @@
-"""Fine-tuning a pretrained Keras Applications ResNet50 at a small batch size: BN frozen vs GN+WS vs BCN+WS vs FRN.
+"""Fine-tuning a pretrained Keras Applications ResNet50 at a small batch size: BN frozen vs GN+WS vs BCN+WS vs FRN+TLU.
 
 At a batch size of a few images, BatchNormalization's batch statistics are
 noise. The usual fix is to freeze BN (inference mode, moving statistics from
@@ -11,7 +11,8 @@ ways, with the same seed, batch size and number of epochs:
 2. GN+WS:     `keras_norms.convert_normalization(model, "group_norm", convolutions="ws")`
 3. BCN+WS:    `keras_norms.convert_normalization(model, "batch_channel_norm",
                convolutions="ws", mode="estimate")`
-4. FRN:       `keras_norms.convert_normalization(model, "filter_response_norm")`
+4. FRN+TLU:   `keras_norms.convert_normalization(model, "filter_response_norm",
+               activations="fuse")` (each ReLU after an FRN becomes a TLU)
 
 It prints a table (variant | test accuracy | best validation accuracy | train
 time) and saves the training and validation accuracy per epoch as a PNG in
@@ -22,7 +23,7 @@ recover.
 
     KERAS_BACKEND=jax python examples/finetune_applications.py            # downloads the dataset and the weights
     KERAS_BACKEND=jax python examples/finetune_applications.py --weights resnet50_notop.weights.h5
-    KERAS_BACKEND=jax python examples/finetune_applications.py --variants "GN+WS,FRN" --epochs 10
+    KERAS_BACKEND=jax python examples/finetune_applications.py --variants "GN+WS,FRN+TLU" --epochs 10
     KERAS_BACKEND=torch python examples/finetune_applications.py --smoke  # mock data, random weights
 
 `--weights PATH` loads a local weights file of ResNet50 without its top
@@ -75,7 +76,7 @@ VARIANTS = {
     "BCN+WS": lambda model: keras_norms.convert_normalization(
         model, "batch_channel_norm", convolutions="ws", mode="estimate"
     ),
-    "FRN": lambda model: keras_norms.convert_normalization(model, "filter_response_norm"),
+    "FRN+TLU": lambda model: keras_norms.convert_normalization(model, "filter_response_norm", activations="fuse"),
 }
 
 

@@ -233,6 +233,21 @@ def _check_target(to, options):
         ) from error
 
 
+def _check_activations(activations, to):
+    if activations not in ("keep", "fuse"):
+        raise ValueError(
+            f"convert_normalization: invalid `activations`={activations!r}. Pass 'keep' (convert the "
+            "normalizations only) or 'fuse' (the ReLU after a converted FRN becomes a TLU, the one after "
+            "an EvoNorm is removed)."
+        )
+    if activations == "fuse" and not callable(to) and to not in _FUSED_TARGETS:
+        raise ValueError(
+            f"convert_normalization: activations='fuse' with `to`={to!r}, which has no activation to "
+            f"fuse: it applies to {list(_FUSED_TARGETS)} (and callables). Pass activations='keep', "
+            "or one of those targets."
+        )
+
+
 def _fed_convolutions(model):
     """`{id(conv): norm}` for each kernel layer whose output feeds a batch normalization."""
     fed = {}
@@ -243,7 +258,46 @@ def _fed_convolutions(model):
     return fed
 
 
-def convert_normalization(model, to, convolutions=None, **options):
+def _is_plain_relu(layer):
+    """An `Activation("relu")` or a `ReLU()` with its defaults: the ReLU of a BN + ReLU pair."""
+    if type(layer) is keras.layers.Activation:
+        return layer.activation is keras.activations.relu
+    if type(layer) is keras.layers.ReLU:
+        return layer.max_value is None and not layer.negative_slope and not layer.threshold
+    return False
+
+
+def _paired_relus(model):
+    """`{id(relu): norm}` for each plain ReLU whose only input is a batch normalization's output, used by it alone."""
+    paired = {}
+    for sub in _clone.submodels(model):
+        for layer, producer, exclusive in _clone.producers(sub).values():
+            if _is_plain_relu(layer) and exclusive and producer is not None and is_batch_normalization(producer):
+                paired[id(layer)] = producer
+    return paired
+
+
+# Targets that bring their own activation, for activations="fuse".
+_FUSED_TARGETS = ("filter_response_norm", "evonorm_b0", "evonorm_s0")
+
+
+def _fused_activation(norm, relu):
+    """What replaces `relu`, the ReLU after the converted layer `norm`, with activations="fuse"; None: keep it.
+
+    FRN gets its TLU (whose thresholds start at 0: at conversion it computes the ReLU); a layer that applies its
+    own nonlinearity (EvoNorm-B0/S0, FRN + TLU) gets an identity.
+    """
+    from keras_norms.layers import evonorm
+    from keras_norms.layers import filter_response_normalization as frn
+
+    if isinstance(norm, (evonorm.EvoNormB0, evonorm.EvoNormS0, frn.FilterResponseNormalizationTLU)):
+        return keras.layers.Identity(name=relu.name, dtype=relu.dtype_policy)
+    if isinstance(norm, frn.FilterResponseNormalization):
+        return frn.TLU(axis=norm.axis, name=relu.name, dtype=relu.dtype_policy)
+    return None
+
+
+def convert_normalization(model, to, convolutions=None, activations="keep", **options):
     """A copy of `model` with every batch normalization replaced by another normalization.
 
     Rebuilds a built Functional or Sequential model (nested ones included)
@@ -274,7 +328,7 @@ def convert_normalization(model, to, convolutions=None, **options):
     | `"batch_group_norm"` | `keras_norms.BatchGroupNormalization` | γ, β, moving mean | `moving_second_moment` = moving variance + mean² |
     | `"group_norm"` | `keras.layers.GroupNormalization` | γ, β | none |
     | `"batch_channel_norm"` | `keras_norms.BatchChannelNormalization` | γ, β → final γ, β; moving mean, variance | `batch_gamma` ones, `batch_beta` zeros |
-    | `"filter_response_norm"` | `keras_norms.FilterResponseNormalization` | γ, β | none (no TLU: the model's own activation follows) |
+    | `"filter_response_norm"` | `keras_norms.FilterResponseNormalization` | γ, β | none (with `activations="fuse"`: the TLU after it, `tau` zeros) |
     | `"evonorm_s0"`, `"evonorm_b0"` | `keras_norms.EvoNormS0`, `EvoNormB0` | γ, β (B0: moving variance) | `v` ones |
     | `"memorized_batch_norm"` | `keras_norms.MemorizedBatchNormalization` | γ, β | memory slot 0 = moving mean and variance + mean², count 1 (other slots empty) |
 
@@ -284,7 +338,21 @@ def convert_normalization(model, to, convolutions=None, **options):
     when called, so a pretrained kernel computes something new: fine-tune
     after converting). All other layers keep all their weights.
 
-    **Other layers.** Only batch normalization is converted.
+    **Activations.** FRN is meant to be followed by a TLU (it does not
+    centre, and the learned threshold makes up for it), and EvoNorm-B0/S0
+    replace a BN + ReLU pair: their nonlinearity is inside. With
+    `activations="fuse"`, each plain ReLU (`Activation("relu")` or `ReLU()`)
+    whose only input is a converted layer's output, used by nothing else, is
+    replaced too, keeping its name: by `keras_norms.TLU` after FRN (its
+    thresholds start at 0, so the converted model first computes FRN + ReLU)
+    and by `keras.layers.Identity` after EvoNorm (or FRN + TLU from a callable
+    `to`). A normalization that no such ReLU follows (ResNet50's last one in
+    each block, before the residual `Add`) stays as it is; keras_norms'
+    EvoNorms have no switch to turn their nonlinearity off (timm's
+    `apply_act=False`). The default, `"keep"`, converts normalizations only.
+
+    **Other layers.** Only batch normalization (and, with
+    `activations="fuse"`, the ReLUs above) is converted.
     `LayerNormalization` (ConvNeXt's only normalization), `GroupNormalization`,
     `RMSNormalization` and the keras_norms layers other than BN are kept as
     they are, with their weights: they do not depend on the batch, so small
@@ -309,6 +377,11 @@ def convert_normalization(model, to, convolutions=None, **options):
             whose output is the input of a converted layer by `WSConv1D/2D/3D`,
             `WSDepthwiseConv2D`, `WSConv2DTranspose`, `WSDense` (default
             `ws_epsilon`). Defaults to None.
+        activations: `"keep"` (the model's activations are kept) or
+            `"fuse"`: the ReLU after each converted FRN becomes a TLU, the
+            one after each converted EvoNorm is removed (see above); for the
+            targets `"filter_response_norm"`, `"evonorm_b0"`, `"evonorm_s0"`
+            and callables. Defaults to `"keep"`.
         **options: arguments of the target layer for every converted layer,
             e.g. `groups=16`, `virtual_batch_size=4`, `mode="estimate"`.
 
@@ -317,8 +390,9 @@ def convert_normalization(model, to, convolutions=None, **options):
 
     Raises:
         ValueError: for a model that is not a built Functional or Sequential
-            model, an unknown `to` or `convolutions`, options with a callable
-            `to`, a `groups` that does not divide a layer's channels, a
+            model, an unknown `to`, `convolutions` or `activations`,
+            `activations="fuse"` with a target that has no activation to
+            fuse, options with a callable `to`, a `groups` that does not divide a layer's channels, a
             convolution without a weight-standardized version (named), or a
             layer the target rejects (the message names the layer).
 
@@ -327,6 +401,7 @@ def convert_normalization(model, to, convolutions=None, **options):
     ```python
     model = keras.applications.ResNet50(weights="imagenet")
     gn_ws = keras_norms.convert_normalization(model, "group_norm", convolutions="ws")
+    frn_tlu = keras_norms.convert_normalization(model, "filter_response_norm", activations="fuse")
     ```
 
     Reference:
@@ -345,13 +420,21 @@ def convert_normalization(model, to, convolutions=None, **options):
             "(keep the convolutions) or 'ws' (weight-standardize the convolutions "
             "that feed a normalization)."
         )
+    _check_activations(activations, to)
     fed = _fed_convolutions(model) if convolutions == "ws" else {}
-    carries = {}
+    paired = _paired_relus(model) if activations == "fuse" else {}
+    carries, converted_norms, fused = {}, {}, set()
 
     def replace(layer):
         if is_batch_normalization(layer):
             new, carries[id(layer)] = _replacement(layer, to, options)
+            converted_norms[id(layer)] = new
             return new
+        if id(layer) in paired and id(paired[id(layer)]) in converted_norms:
+            new = _fused_activation(converted_norms[id(paired[id(layer)])], layer)
+            if new is not None:
+                fused.add(id(layer))  # a new layer in a ReLU's place: no weights to carry
+                return new
         if id(layer) in fed and not isinstance(layer, ws.WeightStandardizationMixin):
             ws_class = _WS_OF.get(type(layer))
             if ws_class is None:
@@ -368,7 +451,7 @@ def convert_normalization(model, to, convolutions=None, **options):
     for layer, new in pairs:
         if id(layer) in carries:
             carries[id(layer)](layer, new)
-        else:
+        elif id(layer) not in fused:
             new.set_weights(layer.get_weights())
     if not carries:
         warnings.warn(

@@ -149,6 +149,69 @@ def test_every_target_trains_on_a_small_residual_model(target):
     assert_trains(converted, x, classes=4)
 
 
+def test_fused_activations_on_resnet50(resnet):
+    """FRN: each ReLU that only a BN feeds becomes a TLU of the same name (33 in ResNet50: the stem's and two per
+    bottleneck block; the ReLU after each residual Add stays); at conversion TLU(tau=0) is that ReLU exactly."""
+    model, x, _, _ = resnet
+    kept = convert_normalization(model, "filter_response_norm")
+    fused = convert_normalization(model, "filter_response_norm", activations="fuse")
+    assert [layer.name for layer in fused.layers] == [layer.name for layer in model.layers]
+    tlus = [layer.name for layer in fused.layers if isinstance(layer, keras_norms.TLU)]
+    expected = ["conv1_relu"] + [
+        f"conv{stage}_block{block}_{i}_relu"
+        for stage, blocks in ((2, 3), (3, 4), (4, 6), (5, 3)) for block in range(1, blocks + 1) for i in (1, 2)
+    ]
+    assert tlus == expected
+    assert all(fused.get_layer(name).axis == 3 for name in tlus)
+    assert isinstance(fused.get_layer("conv2_block1_out"), K.Activation), "the ReLU after an Add is kept"
+    for layer in model.layers:  # every weight carried as without fusing (test_resnet50_converts_and_keeps_weights)
+        if layer.name not in tlus:
+            expected_weights = numpy_weights(kept.get_layer(layer.name))
+            got = numpy_weights(fused.get_layer(layer.name))
+            assert got.keys() == expected_weights.keys(), layer.name
+            for name, value in expected_weights.items():
+                np.testing.assert_array_equal(got[name], value, err_msg=f"{layer.name}/{name}")
+    for training in (False, True):
+        np.testing.assert_array_equal(to_numpy(fused(x, training=training)), to_numpy(kept(x, training=training)))
+
+
+@pytest.mark.parametrize("target", ["evonorm_b0", "evonorm_s0"])
+def test_fused_activations_remove_the_relu_after_evonorm(target):
+    model = keras.Sequential([
+        keras.Input((6, 6, 3)),
+        K.Conv2D(8, 3, padding="same", name="conv"),
+        K.BatchNormalization(name="bn"),
+        K.Activation("relu", name="act"),
+        K.Conv2D(8, 1, name="head"),
+        K.BatchNormalization(name="head_bn"),
+    ])
+    options = {"groups": 4} if target == "evonorm_s0" else {}
+    kept = convert_normalization(model, target, **options)
+    fused = convert_normalization(model, target, activations="fuse", **options)
+    assert [type(layer).__name__ for layer in fused.layers] == [
+        "Conv2D", EXPECTED[target][0], "Identity", "Conv2D", EXPECTED[target][0]]
+    assert fused.get_layer("act").name == "act"
+    x = np.random.default_rng(2).normal(size=(3, 6, 6, 3)).astype("float32")
+    # The EvoNorm's own output, negative values included, now reaches the next convolution; before, its ReLU.
+    evonorm_out = to_numpy(keras.Model(fused.inputs[0], fused.get_layer("act").output)(x, training=False))
+    kept_out = to_numpy(keras.Model(kept.inputs[0], kept.get_layer("act").output)(x, training=False))
+    assert (evonorm_out < 0).any()
+    assert_close(kept_out, np.maximum(evonorm_out, 0.0))
+    assert_trains(keras.Sequential([fused, K.GlobalAveragePooling2D(), K.Dense(3)]), x, classes=3)
+
+
+def test_fused_model_saves_and_loads(tmp_path):
+    fused = convert_normalization(small_residual_model(), "filter_response_norm", activations="fuse")
+    tlu = [layer for layer in fused.layers if isinstance(layer, keras_norms.TLU)]
+    assert len(tlu) == 1, "bn1's ReLU is fused; the one after the Add is not"
+    tlu[0].tau.assign(np.linspace(-0.5, 0.5, 16).astype("float32"))
+    x = np.random.default_rng(5).normal(size=(2, 8, 8, 3)).astype("float32")
+    path = tmp_path / "fused.keras"
+    fused.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(to_numpy(loaded(x, training=False)), to_numpy(fused(x, training=False)))
+
+
 def check_derived_state(target, converted, weights):
     """BGN's second moment and MBN's memory come from the BN statistics: variance + mean**2 (float64 here)."""
     if target not in ("batch_group_norm", "memorized_batch_norm"):
@@ -375,5 +438,9 @@ def test_errors_name_the_layer_and_the_fix():
     separable = keras.Sequential([keras.Input((6, 6, 3)), K.SeparableConv2D(4, 3, name="sep"), K.BatchNormalization()])
     with pytest.raises(ValueError, match="layer 'sep' \\(SeparableConv2D\\).*no weight-standardized"):
         convert_normalization(separable, "group_norm", groups=2, convolutions="ws")
+    with pytest.raises(ValueError, match="invalid `activations`='relu'"):
+        convert_normalization(model, "filter_response_norm", activations="relu")
+    with pytest.raises(ValueError, match="activations='fuse' with `to`='group_norm'.*activations='keep'"):
+        convert_normalization(model, "group_norm", activations="fuse")
     with pytest.raises(ValueError, match="frozen"):
         freeze_normalization(model, frozen="yes")

@@ -217,6 +217,10 @@ TRIGGERS = {
     ),
     "convert-target-missing": _convert_target_missing,
     "convert-convolutions": lambda: keras_norms.convert_normalization(_bn_net(), "group_norm", convolutions="all"),
+    "convert-activations": lambda: keras_norms.convert_normalization(_bn_net(), "filter_response_norm",
+                                                                      activations="tlu"),
+    "convert-activations-target": lambda: keras_norms.convert_normalization(_bn_net(), "group_norm",
+                                                                             activations="fuse"),
     "convert-groups-divide": lambda: keras_norms.convert_normalization(_bn_net(), "group_norm", groups=3),
     "convert-target-rejects": lambda: keras_norms.convert_normalization(_bn_net(), "ghost_batch_norm"),
     "convert-no-ws-version": lambda: keras_norms.convert_normalization(

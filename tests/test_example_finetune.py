@@ -18,8 +18,8 @@ from pathlib import Path
 import keras
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-ALL = ("BN frozen", "GN+WS", "BCN+WS", "FRN")
-VARIANTS = {"tensorflow": ALL, "torch": ("BN frozen", "FRN"), "jax": ("BN frozen",)}
+ALL = ("BN frozen", "GN+WS", "BCN+WS", "FRN+TLU")
+VARIANTS = {"tensorflow": ALL, "torch": ("BN frozen", "FRN+TLU"), "jax": ("BN frozen",)}
 
 
 def test_finetune_applications_smoke(tmp_path):
