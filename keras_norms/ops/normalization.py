@@ -314,8 +314,15 @@ def ghost_batch_norm(
         return (y,) + tuple(_replicas.pooled([mean, variance], ops.shape(x)[0]))
     if x.shape[0] is not None and x.shape[0] <= virtual_batch_size:
         return batch_norm(x, gamma, beta, axis, epsilon)
-    channels = x.shape[axis]
     gamma, beta = _stats.like(gamma, x), _stats.like(beta, x)
+    return dispatch(
+        "ghost_batch_norm", _ghost_batch_norm_reference, x, gamma, beta, axis, epsilon, virtual_batch_size
+    )
+
+
+def _ghost_batch_norm_reference(x, gamma, beta, axis, epsilon, virtual_batch_size):
+    ndim = len(x.shape)
+    channels = x.shape[axis]
     ghosts, mean, variance, valid, counts, batch = _ghost_statistics(x, axis, virtual_batch_size)
     g = _ghost_vector(gamma, ndim, axis, channels)
     b = _ghost_vector(beta, ndim, axis, channels)
