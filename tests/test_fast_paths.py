@@ -266,6 +266,35 @@ def test_ghost_kernel_equals_reference_outputs_statistics_and_gradients(shape, a
         assert_close(a, b, err_msg=name, **tolerance)
 
 
+@pytest.mark.parametrize("shape, axis", [((6, 4, 4, 5), -1), ((6, 5, 4, 4), 1), ((6, 5, 4, 4), 2)], ids=str)
+def test_memorized_inference_takes_the_bn_inference_kernel(shape, axis):
+    rng = np.random.default_rng(9)
+    x = (rng.normal(size=shape) * 2 + 3).astype("float32")
+    c = shape[axis]
+    memory_mean = rng.normal(size=(4, c)).astype("float32")
+    memory_second = (memory_mean**2 + rng.uniform(0.5, 2.0, (4, c))).astype("float32")
+    gamma, beta = rng.uniform(0.5, 1.5, c).astype("float32"), rng.normal(size=c).astype("float32")
+
+    def call():
+        return to_numpy(keras_norms.ops.memorized_batch_norm_inference(
+            x, memory_mean, memory_second, 3, gamma, beta, axis=axis, epsilon=1e-3))
+
+    with _backends.record_dispatch() as calls:
+        fast = call()
+    on_kernel = BACKEND == "torch" and axis in (1, -1)
+    assert calls == [("batch_norm_inference", "fast" if on_kernel else "reference")]
+    with config.fast_paths(False):
+        reference = call()
+    # NumPy: slots 0-2 filled, uniform weights, pooled raw moments.
+    mean = memory_mean[:3].astype("float64").mean(0)
+    variance = memory_second[:3].astype("float64").mean(0) - mean**2
+    broadcast = [c if i == axis % len(shape) else 1 for i in range(len(shape))]
+    expected = (x - mean.reshape(broadcast)) / np.sqrt(variance.reshape(broadcast) + 1e-3) * gamma.reshape(
+        broadcast) + beta.reshape(broadcast)
+    assert_close(fast, reference, err_msg="fast path vs reference")
+    assert_close(fast, expected, err_msg="vs NumPy")
+
+
 # TLU: (shape, axis, dtype). Every other input equals its channel's tau, so ties are tested: PyTorch's and JAX's
 # `maximum` split their gradient in half, TensorFlow's gives it to x; the torch kernel must do as torch does.
 TLU_CASES = [

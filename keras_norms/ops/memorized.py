@@ -32,6 +32,7 @@ from keras import ops
 
 from keras_norms.ops import _replicas
 from keras_norms.ops import _stats
+from keras_norms.ops.normalization import batch_norm_inference
 from keras_norms.ops.normalization import normalize
 
 
@@ -233,6 +234,8 @@ def memorized_batch_norm_inference(
 
     with $\\mu,\\sigma^2$ from `memorized_moments` (mean 0 and variance 1
     while the memory is empty). No exponential moving average is involved.
+    The normalization is `batch_norm_inference` with those statistics, so
+    the backends' BN inference kernels apply (PyTorch's `F.batch_norm`).
 
     Args:
         x: tensor of rank >= 2, batch on axis 0.
@@ -252,4 +255,6 @@ def memorized_batch_norm_inference(
     x = _stats.upcast(x)
     _stats.canonical_axis(axis, len(x.shape), "keras_norms.ops.memorized_batch_norm_inference")
     mean, variance = memorized_moments(memory_mean, memory_second_moment, count, memory_weights)
-    return normalize(x, ops.cast(mean, x.dtype), ops.cast(variance, x.dtype), gamma, beta, axis, epsilon)
+    # Plain BN inference with the pooled statistics: the backends' BN inference kernels apply (PyTorch's
+    # `F.batch_norm`), and the reference is `normalize`'s arithmetic.
+    return batch_norm_inference(x, mean, variance, gamma, beta, axis, epsilon)
