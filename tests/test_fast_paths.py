@@ -17,6 +17,7 @@ import pytest
 import keras_norms
 from keras_norms import _backends
 from keras_norms import config
+from tests.backend_utils import layer_gradients
 from tests.backend_utils import to_numpy
 from tests.tolerances import GRADIENT
 from tests.tolerances import assert_close
@@ -41,7 +42,8 @@ TORCH_KERNEL_CASES = [
 ]
 _EVONORM_KERNELS = {"evonorm_b0", "evonorm_b0_inference", "evonorm_s0"}
 EXPECTED_KERNELS = {
-    "torch": {"batch_norm", "batch_norm_inference", "batch_group_norm", "group_norm", "tlu", "ghost_batch_norm"}
+    "torch": {"batch_norm", "batch_norm_inference", "batch_group_norm", "group_norm", "tlu", "ghost_batch_norm",
+              "norm_prop_relu"}
     | _EVONORM_KERNELS,
     "tensorflow": {"batch_group_norm", "group_norm", "evonorm_b0", "evonorm_s0"},
     "jax": {"batch_group_norm", "group_norm", "evonorm_b0", "evonorm_s0"},
@@ -293,6 +295,40 @@ def test_memorized_inference_takes_the_bn_inference_kernel(shape, axis):
         broadcast) + beta.reshape(broadcast)
     assert_close(fast, reference, err_msg="fast path vs reference")
     assert_close(fast, expected, err_msg="vs NumPy")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_norm_prop_relu_kernel_equals_reference_and_numpy(dtype):
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(4, 5, 6)).astype(dtype)
+    x.reshape(-1)[::7] = 0.0  # at 0 the ReLU's gradient is 0 on every path
+    upstream = rng.normal(size=x.shape).astype(dtype)
+
+    def run():
+        if BACKEND == "torch":
+            import torch
+
+            xt = torch.tensor(x, requires_grad=True)
+            y = keras_norms.ops.norm_prop_relu(xt)
+            (y * torch.tensor(upstream)).sum().backward()
+            return to_numpy(y.detach()), to_numpy(xt.grad)
+        layer = keras_norms.NormPropReLU(dtype=dtype)
+        layer.build(x.shape)
+        y, dx = layer_gradients(layer, x, upstream)[:2]
+        return y, dx
+
+    with _backends.record_dispatch() as calls:
+        fast = run()
+    assert calls and set(calls) == {("norm_prop_relu", "fast" if BACKEND == "torch" else "reference")}
+    with config.fast_paths(False):
+        reference = run()
+    np.testing.assert_array_equal(fast[0], reference[0])
+    np.testing.assert_array_equal(fast[1], reference[1])
+    mean, std = 1 / np.sqrt(2 * np.pi), np.sqrt(0.5 * (1 - 1 / np.pi))
+    # The output's own dtype: JAX without x64 computes float64 inputs in float32.
+    assert_close(fast[0], (np.maximum(x, 0) - mean) / std, dtype=str(fast[0].dtype))
+    # float32 tolerance: the shared gradient helper takes the loss in float32 on TensorFlow.
+    assert_close(fast[1], upstream * (x > 0) / std)
 
 
 # TLU: (shape, axis, dtype). Every other input equals its channel's tau, so ties are tested: PyTorch's and JAX's

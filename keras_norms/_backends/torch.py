@@ -11,6 +11,7 @@ Layout: channels-last input `(N, ..., C)` is viewed as `(M, C)` with
 import torch
 import torch.nn.functional as F
 
+from keras_norms._backends.torch_activations import norm_prop_relu  # noqa: F401  (re-exported kernel)
 from keras_norms._backends.torch_evonorm import evonorm_b0  # noqa: F401  (re-exported kernels)
 from keras_norms._backends.torch_evonorm import evonorm_b0_inference  # noqa: F401
 from keras_norms._backends.torch_evonorm import evonorm_s0  # noqa: F401

@@ -27,6 +27,7 @@ import math
 
 from keras import ops
 
+from keras_norms._backends import dispatch
 from keras_norms.ops import _stats
 
 # Mean and standard deviation of max(Z, 0) for Z ~ N(0, 1) (spec §11.2).
@@ -89,6 +90,7 @@ def norm_prop_relu(x):
     $x\\sim\\mathcal N(0,1)$, $y$ has mean 0 and variance 1. The constants do not
     depend on the preceding layer's $\\gamma,\\beta$ (NormProp's design).
     Computed in float32 (float64 stays float64) and cast back to `x`'s dtype.
+    PyTorch has a kernel with one autograd node (`_backends/torch_activations.py`).
 
     Args:
         x: tensor, any float dtype.
@@ -97,5 +99,8 @@ def norm_prop_relu(x):
         A tensor of `x`'s shape and dtype.
     """
     dtype = getattr(x, "dtype", None) or "float32"
-    y = (ops.relu(_stats.upcast(x)) - RELU_MEAN) / RELU_STD
-    return ops.cast(y, dtype)
+    return ops.cast(dispatch("norm_prop_relu", _norm_prop_relu_reference, _stats.upcast(x)), dtype)
+
+
+def _norm_prop_relu_reference(x):
+    return (ops.relu(x) - RELU_MEAN) / RELU_STD
