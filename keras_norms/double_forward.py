@@ -79,7 +79,9 @@ class DoubleForwardMixin:
 
     The batch seen by Forward 2 is the one given to the step: augmentation
     inside the model is the identity in Forward 2, so augment in the input
-    pipeline. Each replica of a distributed run keeps its own memory.
+    pipeline. Each replica of a distributed run keeps its own memory: the
+    memories differ unless the layers have `synchronized=True`, which makes
+    every replica memorize the global batch's moments.
 
     Example:
 
