@@ -346,7 +346,8 @@ def convert_normalization(model, to, convolutions=None, activations="keep", **op
     replaced too, keeping its name: by `keras_norms.TLU` after FRN (its
     thresholds start at 0, so the converted model first computes FRN + ReLU)
     and by `keras.layers.Identity` after EvoNorm (or FRN + TLU from a callable
-    `to`). A normalization that no such ReLU follows (ResNet50's last one in
+    `to`). Other activations (MobileNetV2's ReLU6, EfficientNet's swish)
+    stay. A normalization that no such ReLU follows (ResNet50's last one in
     each block, before the residual `Add`) stays as it is; keras_norms'
     EvoNorms have no switch to turn their nonlinearity off (timm's
     `apply_act=False`). The default, `"keep"`, converts normalizations only.

@@ -200,6 +200,24 @@ def test_fused_activations_remove_the_relu_after_evonorm(target):
     assert_trains(keras.Sequential([fused, K.GlobalAveragePooling2D(), K.Dense(3)]), x, classes=3)
 
 
+def test_only_plain_relus_are_fused():
+    model = keras.Sequential([
+        keras.Input((6, 6, 3)),
+        K.Conv2D(8, 3, name="conv"),
+        K.BatchNormalization(name="bn"),
+        K.ReLU(max_value=6.0, name="relu6"),
+        K.Conv2D(8, 1, name="conv2"),
+        K.BatchNormalization(name="bn2"),
+        K.Activation("swish", name="swish"),
+        K.Conv2D(8, 1, name="conv3"),
+        K.BatchNormalization(name="bn3"),
+        K.ReLU(name="relu"),
+    ])
+    fused = convert_normalization(model, "filter_response_norm", activations="fuse")
+    kinds = {layer.name: type(layer).__name__ for layer in fused.layers}
+    assert (kinds["relu6"], kinds["swish"], kinds["relu"]) == ("ReLU", "Activation", "TLU")
+
+
 def test_fused_model_saves_and_loads(tmp_path):
     fused = convert_normalization(small_residual_model(), "filter_response_norm", activations="fuse")
     tlu = [layer for layer in fused.layers if isinstance(layer, keras_norms.TLU)]
