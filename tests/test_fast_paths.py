@@ -43,7 +43,7 @@ TORCH_KERNEL_CASES = [
 _EVONORM_KERNELS = {"evonorm_b0", "evonorm_b0_inference", "evonorm_s0"}
 EXPECTED_KERNELS = {
     "torch": {"batch_norm", "batch_norm_inference", "batch_group_norm", "group_norm", "tlu", "ghost_batch_norm",
-              "norm_prop_relu"}
+              "norm_prop_relu", "memorized_batch_norm"}
     | _EVONORM_KERNELS,
     "tensorflow": {"batch_group_norm", "group_norm", "evonorm_b0", "evonorm_s0"},
     "jax": {"batch_group_norm", "group_norm", "evonorm_b0", "evonorm_s0"},
@@ -265,6 +265,69 @@ def test_ghost_kernel_equals_reference_outputs_statistics_and_gradients(shape, a
         # The same two-pass moments in the same order: the statistics agree to rounding; at |mean|/std = 100 the
         # mean's gradient term (up to ~1e2 per element before cancelling) leaves float32 rounding in d/dx.
         tolerance = GRADIENT if name.startswith("d/") else dict(rtol=1e-5, atol=1e-5 * max(1.0, offset))
+        assert_close(a, b, err_msg=name, **tolerance)
+
+
+# MBN training: (shape, axis, count, memory_weights, runs the kernel on torch?). count 0: an empty memory (BN);
+# 2: three of four slots used; 6: a wrapped ring buffer.
+MEMORIZED_CASES = [
+    ((6, 4, 4, 5), -1, 0, None, True),
+    ((6, 4, 4, 5), -1, 2, None, True),
+    ((6, 5, 4, 4), 1, 6, None, True),
+    ((8, 5), -1, 6, (4.0, 2.0, 1.0, 1.0), True),
+    ((6, 5, 4, 4), 2, 2, None, False),  # channels in the middle
+]
+
+
+def _memorized_gradients(shape, axis, count, memory_weights, offset):
+    """`(y, new memory mean, new second moment, d/dx, d/dgamma, d/dbeta)` of MBN training."""
+    rng = np.random.default_rng(13)
+    x = (rng.normal(size=shape) * 2 + offset).astype("float32")
+    c = shape[axis]
+    memory_mean = (rng.normal(size=(4, c)) + offset).astype("float32")
+    memory_second = (memory_mean.astype("float64") ** 2 + rng.uniform(2.0, 6.0, (4, c))).astype("float32")
+    gamma, beta = rng.uniform(0.5, 1.5, c).astype("float32"), rng.normal(size=c).astype("float32")
+    up = rng.normal(size=shape).astype("float32")
+
+    def outputs(xv, g, b):
+        y, new_mean, new_second = keras_norms.ops.memorized_batch_norm(
+            xv, memory_mean, memory_second, float(count), g, b, axis=axis, epsilon=1e-3, memory_weights=memory_weights)
+        return keras.ops.sum(y * keras.ops.convert_to_tensor(up)), (y, new_mean, new_second)
+
+    if BACKEND == "torch":
+        import torch
+
+        leaves = [torch.tensor(t, requires_grad=True) for t in (x, gamma, beta)]
+        loss, outs = outputs(*leaves)
+        loss.backward()
+        return [to_numpy(o.detach()) for o in outs] + [to_numpy(t.grad) for t in leaves]
+    if BACKEND == "jax":
+        import jax
+
+        (_, outs), grads = jax.value_and_grad(outputs, argnums=(0, 1, 2), has_aux=True)(x, gamma, beta)
+        return [to_numpy(o) for o in outs] + [to_numpy(g) for g in grads]
+    import tensorflow as tf
+
+    leaves = [tf.constant(t) for t in (x, gamma, beta)]
+    with tf.GradientTape() as tape:
+        tape.watch(leaves)
+        loss, outs = outputs(*leaves)
+    return [to_numpy(o) for o in outs] + [to_numpy(g) for g in tape.gradient(loss, leaves)]
+
+
+@pytest.mark.parametrize("shape, axis, count, memory_weights, on_torch", MEMORIZED_CASES, ids=str)
+@pytest.mark.parametrize("offset", [0.5, 100.0])
+def test_memorized_kernel_equals_reference_outputs_memory_and_gradients(shape, axis, count, memory_weights, on_torch,
+                                                                         offset):
+    with _backends.record_dispatch() as calls:
+        fast = _memorized_gradients(shape, axis, count, memory_weights, offset)
+    assert calls == [("memorized_batch_norm", "fast" if (on_torch and BACKEND == "torch") else "reference")]
+    with config.fast_paths(False), _backends.record_dispatch() as calls:
+        reference = _memorized_gradients(shape, axis, count, memory_weights, offset)
+    assert calls == [("memorized_batch_norm", "reference")]
+    for name, a, b in zip(("y", "memory mean", "memory second moment", "d/dx", "d/dgamma", "d/dbeta"), fast,
+                          reference):
+        tolerance = GRADIENT if name.startswith("d/") else dict(rtol=1e-5, atol=1e-5)
         assert_close(a, b, err_msg=name, **tolerance)
 
 

@@ -18,6 +18,7 @@ from keras_norms._backends.torch_evonorm import evonorm_s0  # noqa: F401
 from keras_norms._backends.torch_ghost import ghost_batch_norm  # noqa: F401  (re-exported kernel)
 from keras_norms._backends.torch_group import batch_group_norm  # noqa: F401  (re-exported kernel)
 from keras_norms._backends.torch_group_norm import group_norm  # noqa: F401  (re-exported kernel)
+from keras_norms._backends.torch_memorized import memorized_batch_norm  # noqa: F401  (re-exported kernel)
 from keras_norms._backends.torch_tlu import tlu  # noqa: F401  (re-exported kernel)
 
 

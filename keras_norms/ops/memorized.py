@@ -30,6 +30,7 @@ back in that dtype for the caller to cast.
 
 from keras import ops
 
+from keras_norms._backends import dispatch
 from keras_norms.ops import _replicas
 from keras_norms.ops import _stats
 from keras_norms.ops.normalization import batch_norm_inference
@@ -183,10 +184,8 @@ def memorized_batch_norm(
     """
     owner = "keras_norms.ops.memorized_batch_norm"
     x = _stats.upcast(x)
-    dtype = x.dtype
-    ndim = len(x.shape)
-    axis = _stats.canonical_axis(axis, ndim, owner)
-    size = _check_memory(memory_mean, memory_second_moment, memory_weights, owner)
+    axis = _stats.canonical_axis(axis, len(x.shape), owner)
+    _check_memory(memory_mean, memory_second_moment, memory_weights, owner)
     shards = _replicas.device_slices(x)
     if not synchronized and shards > 1:
         return _replicas.per_device(
@@ -196,18 +195,46 @@ def memorized_batch_norm(
             shards,
             x,
         )
-    moments = _replicas.moments if _replicas.synchronizes(synchronized) else _stats.moments
-    batch_mean, batch_variance = moments(x, _stats.reduction_axes(ndim, axis))
+    gamma, beta = _stats.like(gamma, x), _stats.like(beta, x)
+    args = (x, memory_mean, memory_second_moment, count, gamma, beta, axis, epsilon, memory_weights)
+    if _replicas.synchronizes(synchronized):
+        # Not dispatched: a kernel would see this replica's batch only.
+        return _memorized_batch_norm_reference(*args, moments=_replicas.moments)
+    return dispatch("memorized_batch_norm", _memorized_batch_norm_reference, *args)
+
+
+def memory_slots(memory_mean, memory_second_moment, count, memory_weights, dtype):
+    """The memory as constants, the current batch's slot and the slot weights.
+
+    Shared by the reference and the backend kernels of `memorized_batch_norm`.
+
+    Returns:
+        `(memory_mean, memory_second_moment, current, weights)`: the `(k, C)`
+        buffers (stop-gradient, in `dtype`), a `(k, 1)` boolean one-hot of
+        slot $n \bmod k$, and the `(k,)` normalized weights of the
+        $\min(n+1, k)$ used slots.
+    """
+    size = memory_mean.shape[0]
     memory_mean = ops.stop_gradient(ops.cast(memory_mean, dtype))
     memory_second = ops.stop_gradient(ops.cast(memory_second_moment, dtype))
     count = ops.cast(count, dtype)
     slot = ops.mod(count, size)
-    current = ops.expand_dims(ops.equal(ops.arange(size, dtype=dtype), slot), 1)  # (k, 1) one-hot
+    current = ops.expand_dims(ops.equal(ops.arange(size, dtype=dtype), slot), 1)
+    weights = _slot_weights(slot, ops.minimum(count + 1, size), size, memory_weights, dtype)
+    return memory_mean, memory_second, current, weights
+
+
+def _memorized_batch_norm_reference(
+    x, memory_mean, memory_second_moment, count, gamma, beta, axis, epsilon, memory_weights, moments=_stats.moments
+):
+    batch_mean, batch_variance = moments(x, _stats.reduction_axes(len(x.shape), axis))
+    memory_mean, memory_second, current, weights = memory_slots(
+        memory_mean, memory_second_moment, count, memory_weights, x.dtype
+    )
     means = ops.where(current, ops.expand_dims(batch_mean, 0), memory_mean)
     variances = ops.where(
         current, ops.expand_dims(batch_variance, 0), _memory_variances(memory_mean, memory_second)
     )
-    weights = _slot_weights(slot, ops.minimum(count + 1, size), size, memory_weights, dtype)
     mean, variance = _pool(means, variances, weights)
     y = normalize(x, mean, variance, gamma, beta, axis, epsilon)
     fresh_mean = ops.stop_gradient(batch_mean)
