@@ -204,6 +204,30 @@ def test_kernel_taken_or_declined_and_equal_to_reference(op, shape, kwargs, on_t
         assert_close(a, b, err_msg=f"d/d{name}", **GRADIENT)
 
 
+def _outputs_and_gradients(fn, arrays):
+    """`[*outputs, *gradients]` as NumPy, for `fn(*leaves) -> (loss, outputs)`, with the backend's autodiff."""
+    if BACKEND == "torch":
+        import torch
+
+        leaves = [torch.tensor(t, requires_grad=True) for t in arrays]
+        loss, outs = fn(*leaves)
+        loss.backward()
+        return [to_numpy(o.detach()) for o in outs] + [to_numpy(t.grad) for t in leaves]
+    if BACKEND == "jax":
+        import jax
+
+        argnums = tuple(range(len(arrays)))
+        (_, outs), grads = jax.value_and_grad(fn, argnums=argnums, has_aux=True)(*arrays)
+        return [to_numpy(o) for o in outs] + [to_numpy(g) for g in grads]
+    import tensorflow as tf
+
+    leaves = [tf.constant(t) for t in arrays]
+    with tf.GradientTape() as tape:
+        tape.watch(leaves)
+        loss, outs = fn(*leaves)
+    return [to_numpy(o) for o in outs] + [to_numpy(g) for g in tape.gradient(loss, leaves)]
+
+
 # Ghost BN: (shape, axis, virtual_batch_size, runs the kernel on torch?). `offset` in the id: |mean|/std = 100.
 GHOST_CASES = [
     ((8, 5, 5, 6), -1, 2, True),
@@ -230,25 +254,7 @@ def _ghost_gradients(shape, axis, virtual_batch_size, offset=0.5):
         loss = keras.ops.sum(y * t(up)) + keras.ops.sum(mean * t(up_mean)) + keras.ops.sum(variance * t(up_var))
         return loss, (y, mean, variance)
 
-    if BACKEND == "torch":
-        import torch
-
-        leaves = [torch.tensor(t, requires_grad=True) for t in (x, gamma, beta)]
-        loss, outs = outputs(*leaves)
-        loss.backward()
-        return [to_numpy(o.detach()) for o in outs] + [to_numpy(t.grad) for t in leaves]
-    if BACKEND == "jax":
-        import jax
-
-        (_, outs), grads = jax.value_and_grad(outputs, argnums=(0, 1, 2), has_aux=True)(x, gamma, beta)
-        return [to_numpy(o) for o in outs] + [to_numpy(g) for g in grads]
-    import tensorflow as tf
-
-    leaves = [tf.constant(t) for t in (x, gamma, beta)]
-    with tf.GradientTape() as tape:
-        tape.watch(leaves)
-        loss, outs = outputs(*leaves)
-    return [to_numpy(o) for o in outs] + [to_numpy(g) for g in tape.gradient(loss, leaves)]
+    return _outputs_and_gradients(outputs, (x, gamma, beta))
 
 
 @pytest.mark.parametrize("shape, axis, virtual_batch_size, on_torch", GHOST_CASES, ids=str)
@@ -294,25 +300,7 @@ def _memorized_gradients(shape, axis, count, memory_weights, offset):
             xv, memory_mean, memory_second, float(count), g, b, axis=axis, epsilon=1e-3, memory_weights=memory_weights)
         return keras.ops.sum(y * keras.ops.convert_to_tensor(up)), (y, new_mean, new_second)
 
-    if BACKEND == "torch":
-        import torch
-
-        leaves = [torch.tensor(t, requires_grad=True) for t in (x, gamma, beta)]
-        loss, outs = outputs(*leaves)
-        loss.backward()
-        return [to_numpy(o.detach()) for o in outs] + [to_numpy(t.grad) for t in leaves]
-    if BACKEND == "jax":
-        import jax
-
-        (_, outs), grads = jax.value_and_grad(outputs, argnums=(0, 1, 2), has_aux=True)(x, gamma, beta)
-        return [to_numpy(o) for o in outs] + [to_numpy(g) for g in grads]
-    import tensorflow as tf
-
-    leaves = [tf.constant(t) for t in (x, gamma, beta)]
-    with tf.GradientTape() as tape:
-        tape.watch(leaves)
-        loss, outs = outputs(*leaves)
-    return [to_numpy(o) for o in outs] + [to_numpy(g) for g in tape.gradient(loss, leaves)]
+    return _outputs_and_gradients(outputs, (x, gamma, beta))
 
 
 @pytest.mark.parametrize("shape, axis, count, memory_weights, on_torch", MEMORIZED_CASES, ids=str)
