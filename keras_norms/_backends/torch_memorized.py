@@ -30,6 +30,8 @@ contiguous tensor. Decisions use static facts only.
 
 import torch
 
+from keras_norms.ops import memorized as mbn_ops  # the shared slot bookkeeping (keras.ops)
+
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
@@ -82,8 +84,6 @@ def memorized_batch_norm(
     x, memory_mean, memory_second_moment, count, gamma=None, beta=None, axis=-1, epsilon=1e-3, memory_weights=None
 ):
     """MBN training kernel: the reference's `(y, new memory mean, new memory second moment)`."""
-    from keras_norms.ops import memorized as mbn_ops  # the shared slot bookkeeping (keras.ops)
-
     if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES or x.dim() < 2 or not x.is_contiguous():
         return None
     channels = x.shape[axis]

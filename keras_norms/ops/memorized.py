@@ -211,8 +211,8 @@ def memory_slots(memory_mean, memory_second_moment, count, memory_weights, dtype
     Returns:
         `(memory_mean, memory_second_moment, current, weights)`: the `(k, C)`
         buffers (stop-gradient, in `dtype`), a `(k, 1)` boolean one-hot of
-        slot $n \bmod k$, and the `(k,)` normalized weights of the
-        $\min(n+1, k)$ used slots.
+        slot $n \\bmod k$, and the `(k,)` normalized weights of the
+        $\\min(n+1, k)$ used slots.
     """
     size = memory_mean.shape[0]
     memory_mean = ops.stop_gradient(ops.cast(memory_mean, dtype))
