@@ -79,8 +79,50 @@ def load_average():
     return tuple(round(v, 2) for v in os.getloadavg()) if hasattr(os, "getloadavg") else (float("nan"),) * 3
 
 
+def cpu_model():
+    """The CPU's model name (`/proc/cpuinfo` on Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def code_version():
+    """The commit the figures are measured at (`git describe`-like: hash, date, `+dirty` for local changes)."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short=10", "HEAD")
+        date = git("log", "-1", "--format=%cs", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "keras_norms", "benchmarks"))
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "commit_date": None, "dirty": None}
+    return {"commit": commit, "commit_date": date, "dirty": dirty}
+
+
+def machine_line(meta):
+    """One line naming the machine and the software a result comes from; printed by the scripts, shown on the page."""
+    v = meta["versions"]
+    code = meta.get("code") or {}
+    commit = code.get("commit") or "unknown commit"
+    if code.get("dirty"):
+        commit += "+local changes"
+    return (f"{meta['cpu_model']} ({meta['cores']} cores visible, {meta['threads']} thread(s) used); "
+            + ", ".join(f"{k} {val}" for k, val in v.items() if val)
+            + f"; keras_norms at {commit} ({code.get('commit_date') or 'date unknown'}); measured {meta['date']}")
+
+
 def environment(**extra):
-    """Metadata recorded with every result: versions, cores, load, and `extra`."""
+    """Metadata recorded with every result: machine, versions, code version, cores, load, and `extra`."""
+    import datetime
+
     import keras
 
     versions = {"keras": keras.__version__, "python": platform.python_version()}
@@ -91,6 +133,9 @@ def environment(**extra):
         "compile": COMPILE_MODE[BACKEND],
         "cores": usable_cores(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        "code": code_version(),
+        "date": datetime.date.today().isoformat(),
         "load_at_start": load_average(),
         "versions": versions,
         **extra,

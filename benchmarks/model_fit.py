@@ -107,6 +107,7 @@ def main(argv=None):
     meta = harness.environment(batch_size=args.batch_size, steps=args.steps, repeats=args.repeats,
                                threads=threads, clock=args.clock, model="ResNet-20 (CIFAR), 272k parameters",
                                command=" ".join(["python benchmarks/model_fit.py"] + (argv or sys.argv[1:])))
+    print(f"machine: {harness.machine_line(meta)}", flush=True)
     models, compile_s = {}, {}
     for name in names:
         t0 = time.perf_counter()

@@ -259,6 +259,7 @@ def main(argv=None):
     assert keras.backend.backend() == args.backend, keras.backend.backend()
     meta = harness.environment(profile=args.profile, threads=threads, clock=args.clock,
                                command=" ".join(["python benchmarks/suite.py"] + (argv or sys.argv[1:])))
+    print(f"machine: {harness.machine_line(meta)}", flush=True)
     start = time.perf_counter()
     cells = []
     for shape_name, policy, families in grid:
