@@ -19,6 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import catalog  # noqa: E402
+import harness  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ("torch", "tensorflow", "jax")
@@ -118,6 +119,32 @@ def ratio_table(suites, mode, field, policy="float32"):
     return "\n".join(lines)
 
 
+def reference_table(suites):
+    """Every fast path against its own reference (`suite.py --reference-rows`): train and inference, each cell."""
+    lines = ["| backend | cell | layer | train: fast / reference | inference: fast / reference |",
+             "|---|---|---|---|---|"]
+    losses = 0
+    for b in BACKENDS:
+        for cell in suites.get(b, {}).get("cells", []):
+            rows = {(r["name"], r["mode"]): r for r in cell["results"] if r.get("vs_reference") is not None}
+            for name in dict.fromkeys(n for n, _ in rows):
+                cells = []
+                for mode in ("train", "infer"):
+                    r = rows.get((name, mode))
+                    if r is None:
+                        cells.append("-")
+                        continue
+                    ref = r["ms"] / r["vs_reference"]
+                    text = f"{r['ms']:.2f} / {ref:.2f} ms ({r['vs_reference']:.2f}x)"
+                    losses += r["fast_loses"]
+                    cells.append(f"**{text} loses**" if r["fast_loses"] else text)
+                lines.append(f"| {SHORT[b]} | {column_label(cell_key(cell))} | `{name}` | " + " | ".join(cells) + " |")
+    if len(lines) == 2:
+        return ""
+    return (f"{losses} cell(s) where a fast path is slower than its reference (median and minimum both above 1.0x).\n\n"
+            + "\n".join(lines))
+
+
 def targets_summary(suites):
     lines = ["| backend | time targets met | memory targets met | load average (1 min) during the run |",
              "|---|---|---|---|"]
@@ -193,18 +220,51 @@ def _versions(meta):
     return ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v)
 
 
-def environment(suites):
+def environment(suites, fits):
     lines = []
     for b in BACKENDS:
-        if b in suites:
-            m = suites[b]["meta"]
-            lines.append(f"* {TITLES[b]}: `{m['command']}`; {_versions(m)}; {m['cores']} cores visible, "
-                         f"{m['threads']} thread(s); {m['clock']} time; {m['wall_s']:.0f} s; load "
-                         f"{m['load_at_start'][0]} at the start, {m['load_at_end'][0]} at the end.")
+        for what, results in (("suite", suites), ("ResNet-20 fit", fits)):
+            if b in results:
+                m = results[b]["meta"]
+                lines.append(f"* {TITLES[b]}, {what}: `{m['command']}`; {_machine(m)}; {m['clock']} time; "
+                             + (f"{m['wall_s']:.0f} s; " if "wall_s" in m else "")
+                             + f"load {m['load_at_start'][0]} at the start, "
+                             f"{m['load_at_end'][0]} at the end.")
     return "\n".join(lines)
 
 
+def _machine(meta):
+    """The machine line of a result; results written before the suite recorded the CPU model say so."""
+    if "cpu_model" in meta:
+        return harness.machine_line(meta)
+    return f"{meta.get('cpu', 'unknown CPU')}, {meta['cores']} cores visible, {_versions(meta)} (commit not recorded)"
+
+
+def provenance(suites, fits):
+    """The page's first statement: which code, machine and day every figure on the page comes from."""
+    metas = [r["meta"] for r in list(suites.values()) + list(fits.values())]
+    commits = {((m.get("code") or {}).get("commit"), (m.get("code") or {}).get("dirty")) for m in metas}
+    machines = {m.get("cpu_model", m.get("cpu")) for m in metas}
+    dates = sorted({m.get("date") for m in metas if m.get("date")})
+    (commit, dirty), = commits if len(commits) == 1 else ((None, None),)
+    code = (f"commit `{commit}`" + (" with local changes" if dirty else "")
+            + f" ({(metas[0].get('code') or {}).get('commit_date')})") if commit else "several commits (see below)"
+    when = dates[0] if len(dates) == 1 else (f"{dates[0]} to {dates[-1]}" if dates else "an unrecorded date")
+    return (f"!!! info \"One run, {when}\"\n"
+            f"    Every table and chart generated on this page comes from one run of `bash benchmarks/run_all.sh` "
+            f"on {when}, measuring keras_norms at {code}, on {' / '.join(sorted(map(str, machines)))}. "
+            f"Code changed after that commit is not measured here: compare the commit with "
+            f"`git log {commit or 'HEAD'}..HEAD -- keras_norms` to see what is newer than the figures. "
+            f"The full machine line of each backend is under [Environment](#environment).")
+
+
 # ---------------------------------------------------------------------------------------------- charts
+def _png_metadata(results):
+    """The run a chart comes from, in the PNG's text chunks (tests/test_performance_page.py reads it back)."""
+    commits = sorted({str((r["meta"].get("code") or {}).get("commit")) for r in results.values()})
+    return {"Source": "keras_norms benchmarks/report.py", "Description": "keras_norms at " + ",".join(commits)}
+
+
 def suite_chart(suites, path):
     import matplotlib
 
@@ -240,7 +300,7 @@ def suite_chart(suites, path):
     ax.set_title("keras_norms train step vs the best Keras built-in or native kernel (lower is better)",
                  fontsize=9, pad=28)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, metadata=_png_metadata(suites))
     plt.close(fig)
 
 
@@ -264,7 +324,7 @@ def model_fit_chart(fits, path):
     ax.set_xlabel("ResNet-20 fit step time / the same model with keras.layers.BatchNormalization")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, metadata=_png_metadata(fits))
     plt.close(fig)
 
 
@@ -288,14 +348,16 @@ def main(argv=None):
         raise SystemExit(f"no suite_*.json or model_fit_*.json in {args.results}")
     os.makedirs(args.assets, exist_ok=True)
     blocks = {
+        "provenance": provenance(suites, fits),
         "targets": targets_summary(suites) if suites else "",
         "train": ratio_table(suites, "train", "target_ratio"),
         "infer": ratio_table(suites, "infer", "target_ratio"),
         "memory": ratio_table(suites, "train", "memory_vs_keras"),
         "bf16": ratio_table(suites, "train", "target_ratio", policy="mixed_bfloat16"),
+        "reference": reference_table(suites),
         "details": detail_tables(suites),
         "model-fit": model_fit_table(fits),
-        "environment": environment(suites),
+        "environment": environment(suites, fits),
     }
     if suites:
         suite_chart(suites, os.path.join(args.assets, "suite.png"))

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The published performance figures in one command: the suite (`suite.py`) and the ResNet-20 `fit` figure
 # (`model_fit.py`) on every backend, one after another (never in parallel: they share the cores), then the
-# report (`report.py`), which rewrites the generated tables of docs/performance.md and its charts.
+# report (`report.py`), which rewrites the generated tables of docs/performance.md and its charts. The suite runs
+# with `--reference-rows`: every layer that takes a fast path is timed again with the fast paths off, and the
+# report flags each cell where a kernel loses to its own reference.
 #
 #   bash benchmarks/run_all.sh [--profile smoke|quick|default|full] [--backends torch,tensorflow,jax]
 #                              [--output-dir DIR] [--no-report]
@@ -40,7 +42,7 @@ esac
 
 for backend in ${backends//,/ }; do
   echo "=== $backend: suite ($profile)"
-  "$PY" benchmarks/suite.py --backend "$backend" --profile "$profile" --output-dir "$out"
+  "$PY" benchmarks/suite.py --backend "$backend" --profile "$profile" --output-dir "$out" --reference-rows
   echo "=== $backend: ResNet-20 fit"
   "$PY" benchmarks/model_fit.py --backend "$backend" --output-dir "$out" "${fit_args[@]}"
 done

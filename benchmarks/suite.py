@@ -89,7 +89,7 @@ def run_cell(shape, policy, rows, repeats, warmup, budget, args):
     """Builds, times and measures the rows of one (shape, policy) cell; returns (results, skipped, meta)."""
     import keras
 
-    from keras_norms import _backends
+    from keras_norms import config
 
     dtype = catalog.POLICY_DTYPES[policy]
     entries = {}  # name -> dict(kind, family, steps, context)
@@ -97,14 +97,14 @@ def run_cell(shape, policy, rows, repeats, warmup, budget, args):
 
     def add(name, kind, family, make_steps, context=harness.plain, **extra):
         try:
-            with context(), _backends.record_dispatch() as calls:
+            with context(), config.record_dispatch() as calls:
                 train, infer, memory = make_steps()
                 train(), infer()  # trace and compile now; a row that cannot run fails here
         except Exception as e:  # noqa: BLE001  (reported, and the suite goes on)
             skipped[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             print(f"  skipped {name}: {skipped[name]}", file=sys.stderr)
             return
-        fast = sorted({op for op, path in calls if path == "fast"})
+        fast = sorted({record.op for record in calls if record.path == "fast"})
         entries[name] = dict(kind=kind, family=family, train=train, infer=infer, memory=memory,
                              context=context, fast_paths=fast, **extra)
 
@@ -225,6 +225,17 @@ def compare(results, backend):
         r["target"], r["target_ratio"], r["target_limit"] = text, r["ms"] / base["ms"], limit
         r["target_base"] = base["name"]
         r["target_result"] = "PASS" if r["target_ratio"] <= limit else "MISS"
+    for r in results:  # a kernel must never lose to its own reference where it runs
+        ref = by_key.get((f"{r['name']} (fast paths off)", r["mode"])) if r["kind"] == "layer" else None
+        if ref is not None:
+            r["vs_reference"] = r["ms"] / ref["ms"]
+            r["vs_reference_min"] = r["min_ms"] / ref["min_ms"]
+            r["fast_loses"] = fast_loses(r["vs_reference"], r["vs_reference_min"])
+
+
+def fast_loses(median_ratio, min_ratio):
+    """A fast path loses when both its median and its minimum are above the reference's (not noise alone)."""
+    return median_ratio > 1.0 and min_ratio > 1.0
 
 
 def fmt_ratio(v):
@@ -278,6 +289,14 @@ def main(argv=None):
           f"{len(misses)} time-target misses")
     for shape_name, policy, name, mode, text, ratio in misses:
         print(f"  [MISS] {shape_name} {policy} {name} {mode}: {ratio:.2f}x ({text})")
+    against = [(c["meta"]["shape"], c["meta"]["policy"], r) for c in cells for r in c["results"]
+               if r.get("vs_reference") is not None]
+    if against:
+        print(f"\nfast path vs reference ({sum(r['fast_loses'] for _, _, r in against)} cells where it loses):")
+        for shape_name, policy, r in against:
+            flag = "LOSES" if r["fast_loses"] else "ok"
+            print(f"  [{flag:>5}] {shape_name} {policy} {r['name']} {r['mode']}: {r['vs_reference']:.2f}x "
+                  f"(minima {r['vs_reference_min']:.2f}x)")
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)
         path = os.path.join(args.output_dir, f"suite_{args.backend}.json")

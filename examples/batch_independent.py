@@ -34,6 +34,7 @@ except ImportError:  # a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import keras_norms
 
+import example_data  # noqa: E402  (examples/example_data.py, beside this script)
 import example_plots  # noqa: E402  (examples/example_plots.py, beside this script)
 
 SMOKE = {"train": 32, "test": 16, "width": 8, "steps": 4}
@@ -56,11 +57,11 @@ def parse_args(argv):
 def load_data(args):
     def load(n_train, n_test):
         train, test = tfds.load("cifar10", split=[f"train[:{n_train}]", f"test[:{n_test}]"], as_supervised=True)
-        return [next(iter(tfds.as_numpy(split.batch(n_train + n_test)))) for split in (train, test)]
+        # take(n): the mock ignores the slices above and yields every mock example in each split.
+        return [next(iter(tfds.as_numpy(split.take(n).batch(n)))) for split, n in ((train, n_train), (test, n_test))]
 
     if args.smoke:  # random images with CIFAR-10's feature spec, nothing downloaded
-        with tfds.testing.mock_data(num_examples=SMOKE["train"] + SMOKE["test"],
-                                    policy=tfds.testing.MockPolicy.USE_CODE):
+        with example_data.mock_data(SMOKE["train"] + SMOKE["test"]):
             return load(SMOKE["train"], SMOKE["test"])
     return load(args.train_examples, 2000)
 
@@ -105,8 +106,10 @@ def run(name, batch_size, args, data):
     model.compile(optimizer=keras.optimizers.SGD(0.05 * batch_size / 32, momentum=0.9),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     start = time.perf_counter()
+    # Smoke: at most SMOKE["steps"], as many as the data holds (32 examples are one batch of 32).
+    steps = example_data.steps_per_epoch(SMOKE["steps"], len(x), batch_size) if args.smoke else None
     model.fit(x, y, batch_size=batch_size, epochs=1 if args.smoke else args.epochs,
-              steps_per_epoch=SMOKE["steps"] if args.smoke else None, verbose=0 if args.smoke else 1)
+              steps_per_epoch=steps, verbose=0 if args.smoke else 1)
     seconds = time.perf_counter() - start
     accuracy = model.evaluate(x_test, y_test, batch_size=64, verbose=0, return_dict=True)["accuracy"]
     return {"norm": name, "batch_size": batch_size, "test_accuracy": float(accuracy), "train_seconds": seconds}

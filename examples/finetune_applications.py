@@ -49,6 +49,7 @@ except ImportError:  # a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import keras_norms
 
+import example_data  # noqa: E402  (examples/example_data.py, beside this script)
 import example_plots  # noqa: E402  (examples/example_plots.py, beside this script)
 
 SMOKE = {"train": 8, "validation": 4, "test": 4, "image_size": 32, "steps": 1}
@@ -126,7 +127,7 @@ def load_data(args):
         return result
 
     if args.smoke:  # random images with the dataset's feature spec, nothing downloaded
-        with tfds.testing.mock_data(num_examples=sum(counts), policy=tfds.testing.MockPolicy.USE_CODE):
+        with example_data.mock_data(sum(counts)):
             return load()
     return load()
 

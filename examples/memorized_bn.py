@@ -38,6 +38,7 @@ except ImportError:  # a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import keras_norms
 
+import example_data  # noqa: E402  (examples/example_data.py, beside this script)
 import example_plots  # noqa: E402  (examples/example_plots.py, beside this script)
 
 SMOKE = {"train": 40, "test": 16, "width": 4, "steps": 5}
@@ -63,12 +64,13 @@ def parse_args(argv):
 def load_data(args):
     def load(n_train, n_test):
         train, test = tfds.load("mnist", split=[f"train[:{n_train}]", f"test[:{n_test}]"], as_supervised=True)
-        return [next(iter(tfds.as_numpy(split.batch(n)))) for split, n in ((train, n_train), (test, n_test))]
+        # take(n): the mock ignores the slices above and yields every mock example in each split.
+        return [next(iter(tfds.as_numpy(split.take(n).batch(n)))) for split, n in ((train, n_train), (test, n_test))]
 
     if args.smoke or args.mock:  # random images with MNIST's feature spec, nothing downloaded
         n_train = SMOKE["train"] if args.smoke else (args.steps or 50) * args.batch_size
         n_test = SMOKE["test"] if args.smoke else 64
-        with tfds.testing.mock_data(num_examples=n_train + n_test, policy=tfds.testing.MockPolicy.USE_CODE):
+        with example_data.mock_data(n_train + n_test):
             return load(n_train, n_test)
     return load(args.train_examples, 2000)
 
@@ -122,7 +124,7 @@ def run_variant(name, args, data):
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     timer = StepTimer()
-    steps = SMOKE["steps"] if args.smoke else args.steps
+    steps = example_data.steps_per_epoch(SMOKE["steps"], len(x), args.batch_size) if args.smoke else args.steps
     model.fit(x, y, batch_size=args.batch_size, epochs=1 if args.smoke else args.epochs,
               steps_per_epoch=steps, callbacks=[timer], verbose=0 if (args.smoke or args.mock) else 1)
     accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)["accuracy"]

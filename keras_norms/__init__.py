@@ -15,8 +15,8 @@ The whole public API:
   GroupNorm, normalized by a Gaussian proxy (batch-independent BN + activation).
 * `MemorizedBatchNormalization` (MBN): BN statistics pooled over the last k
   batches, the same memory at inference; `with_double_forward` (functional
-  models) and `DoubleForwardMixin` (subclassed models) add its Double
-  Forward training step.
+  models; it returns a `DoubleForwardModel`) and `DoubleForwardMixin`
+  (subclassed models) add its Double Forward training step.
 * Weight-standardized layers: `WSConv1D`, `WSConv2D`, `WSConv3D`,
   `WSDepthwiseConv2D`, `WSConv2DTranspose`, `WSDense` (Weight
   Standardization) and `ScaledWSConv1D`, `ScaledWSConv2D`, `ScaledWSConv3D`
@@ -39,7 +39,9 @@ The whole public API:
   target, 1/2 convention), `add_gamma_beta_decay` (gamma toward 1, beta toward
   0 on every normalization layer of a built model).
 * `keras_norms.ops`: the math of every layer as functions on `keras.ops`.
-* `keras_norms.config`: the switch for backend fast paths.
+* `keras_norms.config`: the switch for backend fast paths, and
+  `record_dispatch` (which path each op call took); `fast_path_report` says
+  it per layer of a model.
 """
 
 from keras_norms import config
@@ -47,6 +49,7 @@ from keras_norms import ops
 from keras_norms.callbacks import BatchRenormSchedule
 from keras_norms.convert import convert_normalization
 from keras_norms.double_forward import DoubleForwardMixin
+from keras_norms.double_forward import DoubleForwardModel
 from keras_norms.double_forward import with_double_forward
 from keras_norms.fold import fold_weight_standardization
 from keras_norms.freeze import fold_batch_normalization
@@ -81,6 +84,8 @@ from keras_norms.layers import WSDense
 from keras_norms.layers import WSDepthwiseConv2D
 from keras_norms.regularizers import DecayToward
 from keras_norms.regularizers import add_gamma_beta_decay
+from keras_norms.report import FastPathReport
+from keras_norms.report import fast_path_report
 
 __version__ = "0.1.0.dev0"
 
@@ -91,9 +96,11 @@ __all__ = [
     "BatchRenormSchedule",
     "DecayToward",
     "DoubleForwardMixin",
+    "DoubleForwardModel",
     "EvoNormB0",
     "EvoNormS0",
     "ExampleWeightSearch",
+    "FastPathReport",
     "FilterResponseNormalization",
     "FilterResponseNormalizationTLU",
     "GhostBatchNormalization",
@@ -118,6 +125,7 @@ __all__ = [
     "add_gamma_beta_decay",
     "config",
     "convert_normalization",
+    "fast_path_report",
     "fold_batch_normalization",
     "fold_weight_standardization",
     "freeze_normalization",

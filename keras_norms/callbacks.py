@@ -42,7 +42,9 @@ class BatchRenormSchedule(keras.callbacks.Callback):
 
     The paper's example (plain BN for 5k steps, then $r_{max}\\to3$ by 40k
     steps and $d_{max}\\to5$ by 25k steps) comes from a secondary source and
-    is [unverified]; it is an example, not a default:
+    is not confirmed in the paper; it is an example, not a default (see the
+    Design notes page of the documentation, section Batch Renormalization
+    schedule):
     `BatchRenormSchedule(rmax=3, dmax=5, warmup_steps=5000,
     rmax_steps=40000, dmax_steps=25000)`.
 

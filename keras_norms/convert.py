@@ -166,8 +166,9 @@ def _constructor_kwargs(layer, cls, options):
     groups = kwargs.get("groups")
     channels = _channels(layer)
     if "groups" in options and isinstance(groups, int) and groups > 0 and channels % groups:
+        # No prefix or layer name: `_replacement` wraps this as "convert_normalization: cannot convert layer ...: ".
         raise ValueError(
-            f"convert_normalization: layer '{layer.name}' has {channels} channels, "
+            f"it has {channels} channels, "
             f"which `groups`={groups} does not divide. Pass a `groups` that divides the "
             "channel count of every normalization layer, or leave `groups` out (the "
             "default takes, per layer, the largest divisor <= 32 leaving >= 2 channels per group)."

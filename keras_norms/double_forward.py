@@ -4,7 +4,9 @@ Guo et al., "Double Forward Propagation for Memorized Batch Normalization",
 AAAI 2018 (arXiv:2010.04947). After each optimizer step the batch just
 trained on is run through the network a second time, without gradient, so
 that every `MemorizedBatchNormalization` layer re-memorizes it under the
-updated weights (spec §9.3; the paper's exact procedure is [unverified]).
+updated weights. The paper's exact procedure is not confirmed (there is no
+public code); see the Design notes page of the documentation, section
+Memorized BN and Double Forward.
 
 Each training step on batch $B_t$:
 
@@ -115,11 +117,47 @@ class DoubleForwardMixin:
 class DoubleForwardModel(DoubleForwardMixin, keras.Model):
     """A functional `keras.Model` trained with Double Forward.
 
-    Built by `keras_norms.with_double_forward(model)`, or directly as
-    `DoubleForwardModel(inputs, outputs)`; saved and loaded like any
-    functional model (`.keras` files record this class). Subclassed models
-    use `keras_norms.DoubleForwardMixin` instead.
+    A functional model whose `fit` runs, after each optimizer step, a
+    no-gradient second forward pass of the same batch (`training=False`),
+    in which every `MemorizedBatchNormalization` layer re-memorizes the
+    batch's moments under the updated weights and advances its counter (see
+    `DoubleForwardMixin`). `evaluate`, `predict` and calling the model are
+    those of a functional model; without MBN layers `fit` is unchanged too.
+
+    `keras_norms.with_double_forward(model)` returns one built on an existing
+    functional or Sequential model (sharing its layers and weights); it can
+    also be built directly from symbolic inputs and outputs. It saves and
+    loads like any functional model: `.keras` files record this class,
+    registered as `keras_norms>DoubleForwardModel`. Subclassed models use
+    `keras_norms.DoubleForwardMixin` instead.
+
+    Args:
+        inputs: the model's symbolic inputs (`keras.Input`), as for
+            `keras.Model(inputs, outputs)`.
+        outputs: the symbolic outputs computed from `inputs`.
+        name: optional name of the model.
+        **kwargs: other `keras.Model` arguments (`trainable`, ...).
+
+    Example:
+
+    ```python
+    import keras, keras_norms
+    inputs = keras.Input((8,))
+    x = keras.layers.Dense(16)(inputs)
+    x = keras_norms.MemorizedBatchNormalization(memory_size=2)(x)
+    model = keras_norms.DoubleForwardModel(inputs, keras.layers.Dense(1)(x))
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(keras.random.normal((32, 8)), keras.random.normal((32, 1)), batch_size=8, verbose=0)
+    ```
+
+    Reference:
+        - [Guo et al., 2018](https://arxiv.org/abs/2010.04947), "Double
+          Forward Propagation for Memorized Batch Normalization", AAAI 2018
     """
+
+    def __init__(self, inputs, outputs, name=None, **kwargs):
+        # Spelled out so that the signature documents the arguments; Keras's Model builds the functional graph.
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
 
 
 def with_double_forward(model, name=None):

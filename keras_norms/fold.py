@@ -2,9 +2,8 @@
 
 WS is a deterministic reparameterization of the kernel: training and
 inference compute the same function, and a plain Keras layer holding the
-standardized kernel reproduces the WS layer's outputs (spec ALGORITHMS.md
-§7.1, "Training versus inference"). The folded model loads without
-keras_norms.
+standardized kernel reproduces the WS layer's outputs. The folded model
+loads without keras_norms.
 """
 
 import warnings

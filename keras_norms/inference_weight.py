@@ -141,7 +141,10 @@ def tune_inference_example_weight(
     $$\\{0\\}\\cup\\{c/B' : c\\in\\{0.25,0.5,0.75,1,1.25,1.5,2\\}\\}\\cap[0,1]$$
 
     where $B'$ is the smallest `virtual_batch_size` (or `examples_per_group`)
-    among the layers, else `training_batch_size`.
+    among the layers, else `training_batch_size`. The grid is this package's
+    choice, centred on $1/B'$ (the paper's search procedure is not
+    confirmed); see the Design notes page of the documentation, section
+    Inference example weighing.
 
     **State after the call**: the best $\\alpha$ is set on every supporting
     layer, and the model's test and predict functions are re-traced on their

@@ -39,8 +39,7 @@ done
 run "compare outputs across backends" env KERAS_BACKEND=numpy KERAS_NORMS_PARITY_PHASE=1 \
   "$PY" -m pytest tests/parity/test_compare_backends.py -q -s -p no:cacheprovider \
   --junitxml=".reports/compare.xml"
-run "docs: mkdocs build --strict" bash -c \
-  "rm -rf site && bash docs/scripts/fetch_katex.sh && '$PY' -m mkdocs build --strict -q && test -f site/assets/vendor/katex/katex.min.js"
+run "docs: mkdocs build --strict" env PY="$PY" bash scripts/build_docs.sh
 # The built site in headless Chromium (math rendered, no broken internal links):
 # install_chromium.sh installs Debian chromium if absent, or says why it cannot
 # (then only the browser test skips). tests/docs is collected only when
@@ -48,6 +47,7 @@ run "docs: mkdocs build --strict" bash -c \
 run "docs: install Chromium if absent" bash scripts/install_chromium.sh
 run "docs: rendered site (KaTeX math, internal links)" env KERAS_BACKEND=numpy KERAS_NORMS_SITE_DIR="$PWD/site" \
   "$PY" -m pytest tests/docs -q -p no:cacheprovider --junitxml=".reports/docs.xml"
+run "package: build the wheel, install it outside the source tree, use it on each backend" bash scripts/check_wheel.sh
 
 echo
 "$PY" - <<'PYEOF'

@@ -34,7 +34,7 @@ def test_smoke_run_writes_a_result_and_the_report_renders_it(tmp_path):
     backend = keras.backend.backend()
     threads = _torch_threads()
     try:
-        assert suite.main(["--backend", backend, "--profile", "smoke", "--threads", "0",
+        assert suite.main(["--backend", backend, "--profile", "smoke", "--threads", "0", "--reference-rows",
                            "--output-dir", str(tmp_path)]) == 0
     finally:
         _torch_threads(threads)
@@ -47,14 +47,32 @@ def test_smoke_run_writes_a_result_and_the_report_renders_it(tmp_path):
     assert ("keras BatchNormalization", "infer") in rows
     if backend == "torch":
         assert ("F.batch_norm", "train") in rows
+        # The fast path is timed against its own reference in the same cell, and a loss is flagged.
+        reference = rows[("BatchNormalization (fast paths off)", "train")]
+        assert layer["vs_reference"] == layer["ms"] / reference["ms"]
+        assert layer["fast_loses"] == (layer["vs_reference"] > 1 and layer["vs_reference_min"] > 1)
     # Measured on every backend; TensorFlow's allocator statistics show nothing for a tiny input.
     assert layer["peak_bytes"] is not None and (layer["peak_bytes"] > 0 or backend == "tensorflow")
 
+    # The machine the figures come from is recorded and shown (issue 17: the page must say what it measured).
+    meta = result["meta"]
+    assert meta["cpu_model"] and meta["date"] and "commit" in meta["code"], meta
+    assert meta["cpu_model"] in harness_line(meta) and meta["versions"]["keras"] in harness_line(meta)
+
     page = tmp_path / "performance.md"
-    page.write_text("<!-- generated: train -->\nold\n<!-- end generated: train -->\n")
+    page.write_text("<!-- generated: provenance -->\nold\n<!-- end generated: provenance -->\n"
+                    "<!-- generated: train -->\nold\n<!-- end generated: train -->\n")
     assert report.main(["--results", str(tmp_path), "--docs", str(page), "--assets", str(tmp_path / "assets")]) == 0
-    assert "`BatchNormalization`" in page.read_text() and "old" not in page.read_text()
+    text = page.read_text()
+    assert "`BatchNormalization`" in text and "old" not in text
+    assert f"One run, {meta['date']}" in text and meta["cpu_model"] in text
     assert (tmp_path / "assets" / "suite.png").stat().st_size > 1000
+
+
+def harness_line(meta):
+    import harness
+
+    return harness.machine_line(meta)
 
 
 def _torch_threads(value=None):

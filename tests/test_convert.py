@@ -445,7 +445,7 @@ def test_errors_name_the_layer_and_the_fix():
         convert_normalization(model, "group_norm", convolutions="scaled")
     with pytest.raises(ValueError, match="callable"):
         convert_normalization(model, lambda layer: K.LayerNormalization(), groups=2)
-    with pytest.raises(ValueError, match=r"layer 'bn' has 24 channels.*`groups`=16"):
+    with pytest.raises(ValueError, match=r"layer 'bn'.*: it has 24 channels.*`groups`=16"):
         convert_normalization(model, "group_norm", groups=16)
     with pytest.raises(ValueError, match="layer 'bn'.*virtual_batch_size"):
         convert_normalization(model, "ghost_batch_norm")

@@ -129,6 +129,7 @@ TRIGGERS = {
     "axis-not-int": lambda: keras_norms.BatchNormalization(axis=[1, 2], name="bn"),
     "axis-out-of-range": lambda: keras_norms.BatchNormalization(axis=4, name="bn")(_x(2, 3, 3, 4)),
     "axis-batch": lambda: keras_norms.BatchNormalization(axis=0, name="bn")(_x(2, 3)),
+    "input-rank-1": lambda: keras_norms.BatchNormalization(name="bn")(_x(4)),
     "channels-unknown": lambda: keras_norms.BatchNormalization(name="bn").build((None, 4, None)),
     "unit-float": lambda: keras_norms.BatchNormalization(momentum=1.5, name="bn"),
     "epsilon": lambda: keras_norms.BatchNormalization(epsilon=0.0, name="bn"),
@@ -154,7 +155,6 @@ TRIGGERS = {
     "bcn-groups": lambda: keras_norms.BatchChannelNormalization(groups=0, name="bcn"),
     "bcn-choice": lambda: keras_norms.BatchChannelNormalization(mode="micro", name="bcn"),
     "bcn-momentum": lambda: keras_norms.BatchChannelNormalization(momentum=1.5, name="bcn"),
-    "bcn-epsilon": lambda: keras_norms.BatchChannelNormalization(epsilon=0.0, name="bcn"),
     "bcn-groups-divide": lambda: keras_norms.BatchChannelNormalization(groups=4, name="bcn")(_x(2, 3, 6)),
     # ---- EvoNormB0, EvoNormS0
     "evonorm-init-zero": lambda: keras_norms.EvoNormS0(init_zero="yes", name="evo"),
@@ -167,7 +167,6 @@ TRIGGERS = {
     "frn-axis-list": lambda: keras_norms.FilterResponseNormalization(axis=[1, 2], name="frn"),
     "frn-rank": lambda: keras_norms.FilterResponseNormalization(name="frn")(_x(2, 8)),
     "frn-learned-epsilon": lambda: keras_norms.FilterResponseNormalization(learned_epsilon="yes", name="frn"),
-    "frn-epsilon": lambda: keras_norms.FilterResponseNormalization(epsilon=0.0, name="frn"),
     # ---- MemorizedBatchNormalization
     "mbn-memory-size": lambda: keras_norms.MemorizedBatchNormalization(memory_size=0, name="mbn"),
     "mbn-memory-weights-type": lambda: keras_norms.MemorizedBatchNormalization(memory_weights="decay", name="mbn"),
@@ -210,6 +209,7 @@ TRIGGERS = {
     "op-l2-axes": lambda: kops.l2_normalize_weights(np.ones((3, 4)), axes=[]),
     # ---- utilities
     "set-fast-paths": lambda: keras_norms.config.set_fast_paths("off"),
+    "fast-path-report-model": lambda: keras_norms.fast_path_report("net", _x(2, 3)),
     "model-not-functional": lambda: keras_norms.convert_normalization(keras.Sequential(name="net"), "group_norm"),
     "convert-unknown-target": lambda: keras_norms.convert_normalization(_bn_net(), "layer_norm"),
     "convert-options-with-callable": lambda: keras_norms.convert_normalization(
@@ -310,6 +310,26 @@ def test_catalogue_entry_raises_its_documented_message(name):
     kind, pattern = catalogue()[name]
     assert type(error).__name__ == kind, f"{name}: raised {type(error).__name__}, documented {kind}: {error}"
     assert pattern.search(str(error)), f"{name}: the message differs from docs/errors.md:\n{error}"
+
+
+@pytest.mark.parametrize("name", sorted(TRIGGERS))
+def test_message_names_its_source_once(name):
+    """Regression (issue 17): the `convert_normalization` groups error, wrapped by the per-layer conversion error,
+    read "convert_normalization: cannot convert ...: convert_normalization: layer ...". The opening owner of every
+    message ("convert_normalization:", "BatchNormalization (layer 'bn'):") appears in it exactly once."""
+    error, _ = outcome(name)
+    head = re.match(r"([^\n:]+?): ", str(error))
+    if head is None:  # wrapped by Keras ("Exception encountered when calling ..."), which we do not word
+        pytest.skip("message wrapped by Keras")
+    assert str(error).count(head.group(1) + ":") == 1, f"{name}: {head.group(1)!r} repeated in:\n{error}"
+
+
+def test_convert_groups_error_has_one_prefix():
+    """Regression (issue 17): the doubled "convert_normalization:" prefix of the `groups` error, triggered directly."""
+    with pytest.raises(ValueError) as info:
+        TRIGGERS["convert-groups-divide"]()
+    assert str(info.value).count("convert_normalization") == 1, str(info.value)
+    assert str(info.value).count("'bn'") == 1, str(info.value)
 
 
 @functools.lru_cache(maxsize=None)

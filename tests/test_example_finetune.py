@@ -17,6 +17,8 @@ from pathlib import Path
 
 import keras
 
+from tests.test_examples import assert_quiet
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 ALL = ("BN frozen", "GN+WS", "BCN+WS", "FRN+TLU")
 VARIANTS = {"tensorflow": ALL, "torch": ("BN frozen", "FRN+TLU"), "jax": ("BN frozen",)}
@@ -41,6 +43,7 @@ def test_finetune_applications_smoke(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert_quiet(result)  # no "ran out of data", tfds mock or deprecation noise (issue 17)
     if "--weights" in command:
         assert f"weights: {command[-1]}" in result.stdout, result.stdout[-2000:]
     # The table: `| variant | test accuracy | best val accuracy | train time |`, one row per variant, in order.

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.test_examples import assert_quiet
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -19,6 +21,7 @@ def test_memorized_bn_smoke(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert_quiet(result)  # no "ran out of data", tfds mock or deprecation noise (issue 17)
     # The table: `variant | test accuracy | step time | vs BN`, one row per variant.
     for variant in ("BN", "MBN", "MBN + DF"):
         row = rf"^{re.escape(variant)}\s+\|\s+(\d+\.\d+) \|\s+(\d+\.\d+) ms \|"

@@ -7,6 +7,18 @@ import sys
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+# What a smoke run must not print (stdout and stderr, case-insensitive): Keras's "Your input ran out of data" (the
+# step count exceeded the data that arrived), and the tfds mock's "has no dataset_info.json" and deprecation notices.
+NOISE = ("ran out of data", "dataset_info.json", "DeprecationWarning", "deprecated")
+
+
+def assert_quiet(result):
+    """Regression (issue 17): `batch_independent.py --smoke` printed "Your input ran out of data" (the tfds mock
+    ignores split slices: 48 examples arrived where the code counted steps for 32), and every tfds smoke run printed
+    "Variant folder ... has no dataset_info.json" and deprecation notices that a user reads as errors."""
+    output = (result.stdout + result.stderr).lower()
+    found = [noise for noise in NOISE if noise.lower() in output]
+    assert not found, f"the smoke run printed {found}:\n{result.stdout[-2000:]}{result.stderr[-4000:]}"
 
 
 def test_quickstart_smoke(tmp_path):
@@ -42,6 +54,7 @@ def test_cifar100_four_things_smoke(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert_quiet(result)
     # The table: `| (k) variant | test accuracy | alpha | train time |`, k = 1..4.
     rows = re.findall(r"^\| \((\d)\) [^|]+\| ([^|]+) \|", result.stdout, re.MULTILINE)
     assert [k for k, _ in rows] == ["1", "2", "3", "4"], result.stdout[-2000:]
@@ -60,6 +73,7 @@ def test_microbatch_ws_bcn_smoke(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert_quiet(result)
     for variant in ("BN", "GN+WS", "BCN+WS"):
         match = re.search(rf"^{re.escape(variant)}\s+\|\s+(\d+\.\d+) \|", result.stdout, re.MULTILINE)
         assert match, f"no row for {variant}:\n{result.stdout[-2000:]}"
@@ -77,6 +91,7 @@ def test_batch_independent_smoke(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert_quiet(result)
     rows = re.findall(r"^\| (BN\+ReLU|FRN\+TLU|EvoNorm-S0)\s+\|\s+(\d+) \|\s+(\d+\.\d+) \|", result.stdout, re.MULTILINE)
     assert sorted((norm, int(batch)) for norm, batch, _ in rows) == sorted(
         (norm, batch) for norm in ("BN+ReLU", "FRN+TLU", "EvoNorm-S0") for batch in (2, 32)

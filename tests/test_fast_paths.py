@@ -23,6 +23,15 @@ from tests.tolerances import GRADIENT
 from tests.tolerances import assert_close
 
 BACKEND = keras.backend.backend()
+OFF = "fast paths switched off"
+
+
+def _paths(calls):
+    """`[(op, path)]` of dispatch records; every reference record must say why (reasons: test_dispatch_report.py)."""
+    for record in calls:
+        assert (record.path == "fast") == (record.reason is None), record
+        assert record.reason is None or (isinstance(record.reason, str) and record.reason), record
+    return [record[:2] for record in calls]
 
 # (op, shape, kwargs, runs the kernel on torch?)
 TORCH_KERNEL_CASES = [
@@ -172,13 +181,13 @@ def _evonorm_gradients(op, shape, kwargs):
 
 @pytest.mark.parametrize("op, shape, kwargs, where", EVONORM_CASES, ids=str)
 def test_evonorm_kernel_taken_or_declined_and_equal_to_reference(op, shape, kwargs, where):
-    with _backends.record_dispatch() as calls:
+    with config.record_dispatch() as calls:
         fast = _evonorm_gradients(op, shape, kwargs)
     runs = where == "all" or (where == "xla") == (BACKEND != "torch")
-    assert calls == [(op, "fast" if runs else "reference")]
-    with config.fast_paths(False), _backends.record_dispatch() as calls:
+    assert _paths(calls) == [(op, "fast" if runs else "reference")]
+    with config.fast_paths(False), config.record_dispatch() as calls:
         reference = _evonorm_gradients(op, shape, kwargs)
-    assert calls == [(op, "reference")]
+    assert calls == [(op, "reference", OFF)]
     names = ["output", "variance"][: len(fast) - 4] + ["d/dx", "d/dv", "d/dgamma", "d/dbeta"]
     for name, a, b in zip(names, fast, reference):
         tolerance = GRADIENT if name.startswith("d/") else {}
@@ -192,13 +201,13 @@ def test_evonorm_kernel_taken_or_declined_and_equal_to_reference(op, shape, kwar
 
 @pytest.mark.parametrize("op, shape, kwargs, on_torch", TORCH_KERNEL_CASES, ids=str)
 def test_kernel_taken_or_declined_and_equal_to_reference(op, shape, kwargs, on_torch):
-    with _backends.record_dispatch() as calls:
+    with config.record_dispatch() as calls:
         fast = _gradients(op, shape, kwargs)
     expected_path = "fast" if (on_torch and BACKEND == "torch") else "reference"
-    assert calls == [(op, expected_path)]
-    with config.fast_paths(False), _backends.record_dispatch() as calls:
+    assert _paths(calls) == [(op, expected_path)]
+    with config.fast_paths(False), config.record_dispatch() as calls:
         reference = _gradients(op, shape, kwargs)
-    assert calls == [(op, "reference")]
+    assert calls == [(op, "reference", OFF)]
     assert_close(fast[0], reference[0], err_msg="output")
     for name, a, b in zip(("x", "gamma", "beta"), fast[1:], reference[1:]):
         assert_close(a, b, err_msg=f"d/d{name}", **GRADIENT)
@@ -261,12 +270,12 @@ def _ghost_gradients(shape, axis, virtual_batch_size, offset=0.5):
 @pytest.mark.parametrize("offset", [0.5, 200.0])
 def test_ghost_kernel_equals_reference_outputs_statistics_and_gradients(shape, axis, virtual_batch_size, on_torch,
                                                                          offset):
-    with _backends.record_dispatch() as calls:
+    with config.record_dispatch() as calls:
         fast = _ghost_gradients(shape, axis, virtual_batch_size, offset)
-    assert calls == [("ghost_batch_norm", "fast" if (on_torch and BACKEND == "torch") else "reference")]
-    with config.fast_paths(False), _backends.record_dispatch() as calls:
+    assert _paths(calls) == [("ghost_batch_norm", "fast" if (on_torch and BACKEND == "torch") else "reference")]
+    with config.fast_paths(False), config.record_dispatch() as calls:
         reference = _ghost_gradients(shape, axis, virtual_batch_size, offset)
-    assert calls == [("ghost_batch_norm", "reference")]
+    assert calls == [("ghost_batch_norm", "reference", OFF)]
     for name, a, b in zip(("y", "mean", "variance", "d/dx", "d/dgamma", "d/dbeta"), fast, reference):
         # The same two-pass moments in the same order: the statistics agree to rounding; at |mean|/std = 100 the
         # mean's gradient term (up to ~1e2 per element before cancelling) leaves float32 rounding in d/dx.
@@ -307,12 +316,12 @@ def _memorized_gradients(shape, axis, count, memory_weights, offset):
 @pytest.mark.parametrize("offset", [0.5, 100.0])
 def test_memorized_kernel_equals_reference_outputs_memory_and_gradients(shape, axis, count, memory_weights, on_torch,
                                                                          offset):
-    with _backends.record_dispatch() as calls:
+    with config.record_dispatch() as calls:
         fast = _memorized_gradients(shape, axis, count, memory_weights, offset)
-    assert calls == [("memorized_batch_norm", "fast" if (on_torch and BACKEND == "torch") else "reference")]
-    with config.fast_paths(False), _backends.record_dispatch() as calls:
+    assert _paths(calls) == [("memorized_batch_norm", "fast" if (on_torch and BACKEND == "torch") else "reference")]
+    with config.fast_paths(False), config.record_dispatch() as calls:
         reference = _memorized_gradients(shape, axis, count, memory_weights, offset)
-    assert calls == [("memorized_batch_norm", "reference")]
+    assert calls == [("memorized_batch_norm", "reference", OFF)]
     for name, a, b in zip(("y", "memory mean", "memory second moment", "d/dx", "d/dgamma", "d/dbeta"), fast,
                           reference):
         tolerance = GRADIENT if name.startswith("d/") else dict(rtol=1e-5, atol=1e-5)
@@ -332,10 +341,10 @@ def test_memorized_inference_takes_the_bn_inference_kernel(shape, axis):
         return to_numpy(keras_norms.ops.memorized_batch_norm_inference(
             x, memory_mean, memory_second, 3, gamma, beta, axis=axis, epsilon=1e-3))
 
-    with _backends.record_dispatch() as calls:
+    with config.record_dispatch() as calls:
         fast = call()
     on_kernel = BACKEND == "torch" and axis in (1, -1)
-    assert calls == [("batch_norm_inference", "fast" if on_kernel else "reference")]
+    assert _paths(calls) == [("batch_norm_inference", "fast" if on_kernel else "reference")]
     with config.fast_paths(False):
         reference = call()
     # NumPy: slots 0-2 filled, uniform weights, pooled raw moments.
@@ -368,9 +377,9 @@ def test_norm_prop_relu_kernel_equals_reference_and_numpy(dtype):
         y, dx = layer_gradients(layer, x, upstream)[:2]
         return y, dx
 
-    with _backends.record_dispatch() as calls:
+    with config.record_dispatch() as calls:
         fast = run()
-    assert calls and set(calls) == {("norm_prop_relu", "fast" if BACKEND == "torch" else "reference")}
+    assert calls and set(_paths(calls)) == {("norm_prop_relu", "fast" if BACKEND == "torch" else "reference")}
     with config.fast_paths(False):
         reference = run()
     np.testing.assert_array_equal(fast[0], reference[0])
@@ -412,12 +421,12 @@ def _tlu_gradients(shape, axis, dtype):
 
 @pytest.mark.parametrize("shape, axis, dtype", TLU_CASES, ids=str)
 def test_tlu_kernel_equals_reference_and_numpy_with_ties(shape, axis, dtype):
-    with _backends.record_dispatch() as calls:
+    with config.record_dispatch() as calls:
         fast, (x, tau, ties, upstream) = _tlu_gradients(shape, axis, dtype)
-    assert calls == [("tlu", "fast" if BACKEND == "torch" else "reference")]
-    with config.fast_paths(False), _backends.record_dispatch() as calls:
+    assert _paths(calls) == [("tlu", "fast" if BACKEND == "torch" else "reference")]
+    with config.fast_paths(False), config.record_dispatch() as calls:
         reference, _ = _tlu_gradients(shape, axis, dtype)
-    assert calls == [("tlu", "reference")]
+    assert calls == [("tlu", "reference", OFF)]
     # NumPy, in float64: z = max(x, tau); the gradient goes to the larger operand, at a tie as the backend's
     # `maximum` sends it.
     at_tie = 1.0 if BACKEND == "tensorflow" else 0.5
@@ -446,16 +455,47 @@ def test_torch_kernel_returns_keras_biased_variance_and_leaves_inputs_alone():
     torch.testing.assert_close(x, before, rtol=0, atol=0)
 
 
+def test_switch_plain_call_applies_for_the_rest_of_the_process():
+    # Documented as a function that switches fast paths off (docs/layers/batch_group_normalization.md once said
+    # so), it did nothing without `with`: now the call applies at once, as `torch.set_grad_enabled` does.
+    assert config.fast_paths_enabled()
+    try:
+        config.fast_paths(False)
+        assert not config.fast_paths_enabled()
+        with config.record_dispatch() as calls:
+            keras_norms.ops.batch_norm(np.ones((4, 3), "float32"))
+        assert calls == [("batch_norm", "reference", OFF)]
+        config.fast_paths(True)
+        assert config.fast_paths_enabled()
+    finally:
+        config.set_fast_paths(True)
+    assert config.fast_paths_enabled()
+
+
 def test_switch_context_manager_and_errors():
     assert config.fast_paths_enabled()
+    with config.fast_paths(True):
+        with config.fast_paths(False):
+            assert not config.fast_paths_enabled()
+        assert config.fast_paths_enabled(), "the inner block restores the outer setting"
+    config.set_fast_paths(False)
+    try:
+        with config.fast_paths(True):
+            assert config.fast_paths_enabled()
+        assert not config.fast_paths_enabled(), "the previous setting (off) is restored, not the default"
+    finally:
+        config.set_fast_paths(True)
     with config.fast_paths(False):
         assert not config.fast_paths_enabled()
-        with _backends.record_dispatch() as calls:
+        with config.record_dispatch() as calls:
             keras_norms.ops.batch_norm(np.ones((4, 3), "float32"))
-        assert calls == [("batch_norm", "reference")]
+        assert calls == [("batch_norm", "reference", OFF)]
     assert config.fast_paths_enabled()
     with pytest.raises(TypeError, match="must be a bool"):
         config.set_fast_paths("no")
+    with pytest.raises(TypeError, match="must be a bool"):
+        config.fast_paths("no")
+    assert config.fast_paths_enabled()
     with pytest.raises(RuntimeError):
         with config.fast_paths(False):
             raise RuntimeError("boom")
@@ -473,10 +513,11 @@ def test_environment_variable(value, enabled):
 
 def test_symbolic_inputs_take_the_reference():
     x = keras.KerasTensor((None, 4, 3))
-    with _backends.record_dispatch() as calls:
-        out = keras_norms.ops.normalize(x, np.zeros(3), np.ones(3))
+    with config.record_dispatch() as calls:
+        out = keras_norms.ops.group_norm(x, groups=3)  # a kernel on every backend
     assert tuple(out.shape) == (None, 4, 3)
+    assert calls == [("group_norm", "reference", "symbolic input")]
     layer = keras_norms.BatchNormalization()
-    with _backends.record_dispatch() as calls:
+    with config.record_dispatch() as calls:
         layer(keras.Input((4, 3)))
     assert calls == [], "symbolic layer calls use compute_output_shape, not call"

@@ -1,7 +1,7 @@
 """PyTorch fast paths: fused native kernels behind `keras_norms.ops`.
 
-Each function has the name and signature of the op it replaces and returns
-`None` to decline. Decisions use static facts only (rank, axis, dtype).
+Each function has the name and signature of the op it replaces and declines
+with `decline(reason)`. Decisions use static facts only (rank, axis, dtype).
 
 Layout: channels-last input `(N, ..., C)` is viewed as `(M, C)` with
 `M = N * spatial`, a free reshape of a contiguous tensor, for which
@@ -11,6 +11,9 @@ Layout: channels-last input `(N, ..., C)` is viewed as `(M, C)` with
 import torch
 import torch.nn.functional as F
 
+from keras_norms._backends import Declined
+from keras_norms._backends import decline
+from keras_norms._backends import decline_input
 from keras_norms._backends.torch_activations import norm_prop_relu  # noqa: F401  (re-exported kernel)
 from keras_norms._backends.torch_evonorm import evonorm_b0  # noqa: F401  (re-exported kernels)
 from keras_norms._backends.torch_evonorm import evonorm_b0_inference  # noqa: F401
@@ -25,26 +28,22 @@ from keras_norms._backends.torch_tlu import tlu  # noqa: F401  (re-exported kern
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
-def _as_channels_second(x, axis):
-    """A view of `x` with channels on dim 1, or `None` if that needs a copy."""
-    ndim = x.dim()
-    if axis == 1:
-        return x
-    if axis == ndim - 1 and x.is_contiguous():
-        return x.reshape(-1, x.shape[-1])
-    return None
-
-
 def _prepare(x, axis):
-    """Checks the static conditions shared by the batch-norm kernels.
+    """A view of `x` with channels on dim 1 (no copy), or `Declined` saying why there is none.
 
     The public ops hand kernels a validated, non-negative `axis`.
     """
     if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
-        return None, None
+        return decline_input(x)
     if x.dim() < 2:
-        return None, None
-    return _as_channels_second(x, axis), axis
+        return decline("rank-1 input")
+    if axis == 1:
+        return x
+    if axis != x.dim() - 1:
+        return decline("channel axis in the middle (only last or 1)")
+    if not x.is_contiguous():
+        return decline("channels-last input not contiguous in memory")
+    return x.reshape(-1, x.shape[-1])
 
 
 def _param(v, dtype):
@@ -62,14 +61,14 @@ def batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, mask=None):
     handed to torch.
     """
     if mask is not None:
-        return None
-    view, axis = _prepare(x, axis)
-    if view is None:
-        return None
+        return decline("mask given")
+    view = _prepare(x, axis)
+    if isinstance(view, Declined):
+        return view
     channels = view.shape[1]
     count = view.numel() // max(channels, 1)
     if count < 2:  # torch rejects one value per channel; the reference gives 0.
-        return None
+        return decline("one value per channel")
     mean = torch.zeros(channels, dtype=x.dtype, device=x.device)
     variance = torch.zeros(channels, dtype=x.dtype, device=x.device)
     y = F.batch_norm(
@@ -91,10 +90,10 @@ def batch_norm_inference(
 ):
     """`F.batch_norm` in inference mode; declines example weighing."""
     if example_weight != 0:
-        return None
-    view, axis = _prepare(x, axis)
-    if view is None:
-        return None
+        return decline("inference example weight is not 0")
+    view = _prepare(x, axis)
+    if isinstance(view, Declined):
+        return view
     y = F.batch_norm(
         view,
         mean.to(x.dtype),

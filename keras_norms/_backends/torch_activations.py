@@ -7,12 +7,13 @@ place (bit-identical outputs), and the backward is ReLU's own
 `threshold_backward` divided by $s$ in place: the same values as autograd's
 (masking commutes with the division).
 
-Declines (returns `None`) for tensors other than float32/float64 (the op
+Declines (`decline(reason)`) for tensors other than float32/float64 (the op
 upcasts first). Decisions use static facts only.
 """
 
 import torch
 
+from keras_norms._backends import decline_input
 from keras_norms.ops.norm_prop import RELU_MEAN
 from keras_norms.ops.norm_prop import RELU_STD
 
@@ -34,7 +35,7 @@ class _NormPropReLU(torch.autograd.Function):
 def norm_prop_relu(x):
     """NormPropReLU kernel: the reference's outputs and gradients in one node."""
     if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
-        return None
+        return decline_input(x)
     if not torch.is_grad_enabled() or not x.requires_grad:
         return torch.relu(x).sub_(RELU_MEAN).div_(RELU_STD)
     return _NormPropReLU.apply(x)

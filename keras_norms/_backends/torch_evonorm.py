@@ -31,27 +31,33 @@ thread, (4, 28, 28, 512), train step): B0 2.3x and S0 1.7x faster; the
 remaining gap to `F.batch_norm` + `F.relu` and `F.group_norm` + `F.silu` is
 discussed in `docs/performance.md`.
 
-Declines (returns `None`): dtypes other than float32 and float64 (the ops
-upcast first), a channel axis that is neither 1 nor the last one, and
+Declines (`decline(reason)`): dtypes other than float32 and float64 (the ops
+upcast first), rank < 3, a channel axis that is neither 1 nor the last one, and
 anything these kernels do not handle (no extra arguments are accepted).
 Decisions use static facts only.
 """
 
 import torch
 
+from keras_norms._backends import Declined
+from keras_norms._backends import decline
+from keras_norms._backends import decline_input
+
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
 def _rows(x, axis):
-    """`(view, spatial dim)`: `x` as `(N, S, C)` (channels last) or `(N, C, S)` (channels first), or None."""
-    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES or x.dim() < 3:
-        return None, None
+    """`(view, spatial dim)`: `x` as `(N, S, C)` (channels last) or `(N, C, S)` (channels first), or `(Declined, _)`."""
+    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
+        return decline_input(x), None
+    if x.dim() < 3:
+        return decline(f"rank-{x.dim()} input (kernel takes rank >= 3)"), None
     n = x.shape[0]
     if axis == x.dim() - 1:
         return x.reshape(n, -1, x.shape[-1]), 1
     if axis == 1:
         return x.reshape(n, x.shape[1], -1), 2
-    return None, None
+    return decline("channel axis in the middle (only last or 1)"), None
 
 
 def _channel_moments(rows, dim):
@@ -138,8 +144,8 @@ def _b0(rows, dim, batch_variance, instance_variance, v, gamma, beta, epsilon):
 def evonorm_b0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5):
     """EvoNorm-B0 training kernel: the same `(y, batch variance)` as the reference."""
     rows, dim = _rows(x, axis)
-    if rows is None:
-        return None
+    if isinstance(rows, Declined):
+        return rows
     mean_nc, var_nc = _channel_moments(rows, dim)
     mean_c = mean_nc.mean(0, keepdim=True)
     batch_variance = (var_nc + (mean_nc - mean_c).square()).mean(0, keepdim=True)
@@ -151,8 +157,8 @@ def evonorm_b0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5):
 def evonorm_b0_inference(x, moving_variance, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5):
     """EvoNorm-B0 inference kernel: the moving variance, detached, replaces the batch variance."""
     rows, dim = _rows(x, axis)
-    if rows is None:
-        return None
+    if isinstance(rows, Declined):
+        return rows
     _, var_nc = _channel_moments(rows, dim)
     batch_variance = _vector(moving_variance.detach(), rows, dim)
     v, gamma, beta = (_vector(t, rows, dim) for t in (v, gamma, beta))
@@ -162,8 +168,8 @@ def evonorm_b0_inference(x, moving_variance, v=None, gamma=None, beta=None, axis
 def evonorm_s0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5, groups=32):
     """EvoNorm-S0 kernel; the public op hands a non-negative `axis` and the resolved, positive `groups`."""
     rows, dim = _rows(x, axis)
-    if rows is None:
-        return None
+    if isinstance(rows, Declined):
+        return rows
     n, channels = rows.shape[0], x.shape[axis]
     mean_nc, var_nc = _channel_moments(rows, dim)  # (N, 1, C) or (N, C, 1)
     mean_nc, var_nc = mean_nc.reshape(n, groups, -1), var_nc.reshape(n, groups, -1)

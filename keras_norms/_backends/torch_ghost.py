@@ -21,13 +21,17 @@ slower than the reference at ResNet shapes (35 ms against 16 ms for a
 (4, 28, 28, 512) train step on one thread). This kernel: 8.6 ms there
 (`F.batch_norm` over the whole batch: 4.7 ms).
 
-Declines (returns `None`): dtypes other than float32/float64 (the op
-upcasts first), a channel axis that is neither 1 nor the last, a batch that
-`virtual_batch_size` does not divide (the reference pads and masks), and
-fewer than two values per ghost and channel. Decisions use static facts only.
+Declines (`decline(reason)`): dtypes other than float32/float64 (the op
+upcasts first), a channel axis that is neither 1 nor the last, a tensor not
+contiguous in memory, a batch that `virtual_batch_size` does not divide (the
+reference pads and masks), and fewer than two values per ghost and channel.
+Decisions use static facts only.
 """
 
 import torch
+
+from keras_norms._backends import decline
+from keras_norms._backends import decline_input
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
@@ -73,20 +77,24 @@ class _GhostBatchNorm(torch.autograd.Function):
 
 def ghost_batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, virtual_batch_size=1):
     """Ghost BN training kernel: the reference's `(y, pooled mean, pooled variance)` for equal ghosts."""
-    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES or x.dim() < 2:
-        return None
+    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
+        return decline_input(x)
+    if x.dim() < 2:
+        return decline("rank-1 input")
     batch, channels = x.shape[0], x.shape[axis]
-    if batch % virtual_batch_size or not x.is_contiguous():
-        return None
+    if batch % virtual_batch_size:
+        return decline(f"batch size {batch} not divisible by virtual_batch_size {virtual_batch_size}")
+    if not x.is_contiguous():
+        return decline("input not contiguous in memory")
     ghosts = batch // virtual_batch_size
     if axis == x.dim() - 1:
         view, dims, vector_shape = x.reshape(ghosts, -1, channels), (1,), (1, 1, channels)
     elif axis == 1:
         view, dims, vector_shape = x.reshape(ghosts, virtual_batch_size, channels, -1), (1, 3), (1, 1, channels, 1)
     else:
-        return None
+        return decline("channel axis in the middle (only last or 1)")
     if view.numel() // (ghosts * channels) < 2:
-        return None
+        return decline("one value per ghost batch and channel")
     gamma = torch.ones(channels, dtype=x.dtype, device=x.device) if gamma is None else gamma.to(x.dtype)
     beta = torch.zeros(channels, dtype=x.dtype, device=x.device) if beta is None else beta.to(x.dtype)
     y, mean, variance = _GhostBatchNorm.apply(

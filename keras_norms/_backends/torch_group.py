@@ -23,17 +23,20 @@ Layouts (the kernel runs on a contiguous `(N/E, C, E*S)` tensor):
   together were still 1.6-2.8x faster than the reference on a
   (32, 32, 32, 64) input with G=32, E=2 (CPU, 1 or 2 threads).
 
-Declines (returns `None`): float16/bfloat16 (the op upcasts before
+Declines (`decline(reason)`): float16/bfloat16 (the op upcasts before
 dispatching, so this only matters for direct calls); rank 2, where each
 sample has only $E$ values per channel and torch's kernel was measured
 slower than the reference (0.6-0.85x on a (256, 512) input with $E=2$, CPU);
 a channel axis that is neither 1 nor the last one; and an $E$ that does not
-divide the batch size (the reference pads the last group and masks it).
-Decisions use static facts only; in eager torch the batch size is static.
+divide the batch size (the reference pads the last group and masks it); one
+value per (example group, channel group) cell. Decisions use static facts only; in eager torch the batch size is static.
 """
 
 import torch
 import torch.nn.functional as F
+
+from keras_norms._backends import decline
+from keras_norms._backends import decline_input
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
@@ -71,18 +74,22 @@ def batch_group_norm(
     positive `groups`.
     """
     if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
-        return None
+        return decline_input(x)
     if x.dim() < 3:
-        return None  # dense (N, C): E*S = E values per channel, measured slower than the reference
+        # dense (N, C): E*S = E values per channel, measured slower than the reference
+        return decline("rank-2 input (the reference is faster there)")
     if axis not in (1, x.dim() - 1):
-        return None  # channels in the middle: no layout without a transpose of the channels
+        # no layout without a transpose of the channels
+        return decline("channel axis in the middle (only last or 1)")
     n = x.shape[0]
     examples = max(1, min(examples_per_group, n))
     if n % examples:
-        return None  # a smaller trailing example group: the reference handles it
+        # a smaller trailing example group: the reference handles it
+        return decline(f"batch size {n} not divisible by examples_per_group {examples}")
     grouped, back = _to_groups(x, axis, examples)
     if grouped.shape[0] * (x.shape[axis] // groups) * grouped.shape[2] == 1:
-        return None  # one value per cell: F.group_norm raises ("more than 1 value per channel"); the output is beta
+        # F.group_norm raises ("more than 1 value per channel"); the output is beta
+        return decline("one value per group")
     y = F.group_norm(
         grouped,
         groups,

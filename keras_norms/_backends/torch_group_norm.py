@@ -21,13 +21,16 @@ Layouts (channels on dim 1 for torch):
   a (32, 32, 32, 64) input, G=32, 2 shared CPU threads: shifted channels-last
   17 ms, transposed 22 ms, unshifted channels-last 16 ms).
 
-Declines (returns `None`): dtypes other than float32 and float64 (the op
+Declines (`decline(reason)`): dtypes other than float32 and float64 (the op
 upcasts first; this only matters for direct calls) and a channel axis that is
 neither 1 nor the last one. Decisions use static facts only.
 """
 
 import torch
 import torch.nn.functional as F
+
+from keras_norms._backends import decline
+from keras_norms._backends import decline_input
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
@@ -50,13 +53,13 @@ def group_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32):
     positive `groups`.
     """
     if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
-        return None
+        return decline_input(x)
     weight = None if gamma is None else gamma.to(x.dtype)
     bias = None if beta is None else beta.to(x.dtype)
     if axis == 1:
         y = F.group_norm(x.reshape(x.shape[0], x.shape[1], -1), groups, weight, bias, epsilon)
         return y.reshape(x.shape)
-    if axis != x.dim() - 1:
-        return None  # channels in the middle: no free view with channels on dim 1
+    if axis != x.dim() - 1:  # no free view with channels on dim 1
+        return decline("channel axis in the middle (only last or 1)")
     y = F.group_norm(_shifted_channels_last(x, groups), groups, weight, bias, epsilon)
     return y.permute(0, 2, 3, 1).reshape(x.shape)

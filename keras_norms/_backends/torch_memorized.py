@@ -23,13 +23,15 @@ $$\\frac{\\partial L}{\\partial x}=a\\,g+\\frac{1}{M}\\frac{\\partial L}{\\parti
 Five full-size passes forward and five backward. The statistics are the
 reference's (two-pass moments, the pooled centred form).
 
-Declines (returns `None`): dtypes other than float32/float64 (the op
-upcasts first) and a channel axis that is neither 1 nor the last of a
+Declines (`decline(reason)`): dtypes other than float32/float64 (the op
+upcasts first), a tensor not contiguous in memory and a channel axis that is neither 1 nor the last of a
 contiguous tensor. Decisions use static facts only.
 """
 
 import torch
 
+from keras_norms._backends import decline
+from keras_norms._backends import decline_input
 from keras_norms.ops import memorized as mbn_ops  # the shared slot bookkeeping (keras.ops)
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
@@ -84,15 +86,19 @@ def memorized_batch_norm(
     x, memory_mean, memory_second_moment, count, gamma=None, beta=None, axis=-1, epsilon=1e-3, memory_weights=None
 ):
     """MBN training kernel: the reference's `(y, new memory mean, new memory second moment)`."""
-    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES or x.dim() < 2 or not x.is_contiguous():
-        return None
+    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
+        return decline_input(x)
+    if x.dim() < 2:
+        return decline("rank-1 input")
+    if not x.is_contiguous():
+        return decline("input not contiguous in memory")
     channels = x.shape[axis]
     if axis == x.dim() - 1:
         view, dims = x.reshape(-1, channels), (0,)
     elif axis == 1:
         view, dims = x.reshape(x.shape[0], channels, -1), (0, 2)
     else:
-        return None
+        return decline("channel axis in the middle (only last or 1)")
     memory_mean, memory_second, current, weights = mbn_ops.memory_slots(
         memory_mean, memory_second_moment, count, memory_weights, x.dtype
     )

@@ -20,11 +20,14 @@ identical to the reference; gradients equal it up to the order of the
 per-channel sums.
 
 Runs for floating-point torch tensors of rank >= 2 and any channel axis;
-declines (returns `None`) otherwise. Decisions use static facts only.
+declines (`decline(reason)`) otherwise. Decisions use static facts only.
 """
 
 import keras
 import torch
+
+from keras_norms._backends import decline
+from keras_norms._backends import decline_input
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -49,8 +52,10 @@ class _TLU(torch.autograd.Function):
 
 def tlu(x, tau, axis=-1):
     """TLU kernel: the output of the reference, with a hand-written backward when a gradient is wanted."""
-    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES or x.dim() < 2:
-        return None
+    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
+        return decline_input(x, "a floating-point dtype")
+    if x.dim() < 2:
+        return decline("rank-1 input")
     if not isinstance(tau, torch.Tensor):
         tau = keras.ops.convert_to_tensor(tau)
     shape = [1] * x.dim()

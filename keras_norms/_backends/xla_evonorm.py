@@ -33,17 +33,24 @@ gradients, through the statistics included.
 
 Taken for float32 and float64 inputs (the ops upcast 16-bit inputs first),
 rank >= 3, any channel axis but 0 (the ops check it), any batch size, also
-unknown while tracing. Declines (returns `None`) other dtypes.
+unknown while tracing. Declines (`decline(reason)`) other dtypes and ranks.
 """
 
 from keras import backend
 from keras import ops
 
+from keras_norms._backends import decline
+from keras_norms._backends import decline_input
 from keras_norms.ops import _stats
 
 
-def _accepts(x):
-    return backend.standardize_dtype(x.dtype) in ("float32", "float64") and len(x.shape) >= 3
+def _refusal(x):
+    """A `Declined` for an input the kernels do not take, or `None` when they take it."""
+    if backend.standardize_dtype(x.dtype) not in ("float32", "float64"):
+        return decline_input(x)
+    if len(x.shape) < 3:
+        return decline(f"rank-{len(x.shape)} input (kernel takes rank >= 3)")
+    return None
 
 
 def _channel_moments(x, axis):
@@ -116,8 +123,9 @@ def _b0(x, batch_variance, instance_variance, v, gamma, beta, axis, epsilon, out
 
 
 def _evonorm_b0(x, v, gamma, beta, axis, epsilon, output):
-    if not _accepts(x):
-        return None
+    refusal = _refusal(x)
+    if refusal is not None:
+        return refusal
     mean_nc, var_nc = _channel_moments(x, axis)
     batch = ops.cast(ops.shape(x)[0], x.dtype)
     mean_c = ops.sum(mean_nc, axis=0, keepdims=True) / batch
@@ -138,8 +146,9 @@ def evonorm_b0_custom_gradient(x, v=None, gamma=None, beta=None, axis=-1, epsilo
 
 def evonorm_s0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5, groups=32):
     """EvoNorm-S0 kernel; the op hands a non-negative `axis` and the resolved, positive `groups`."""
-    if not _accepts(x):
-        return None
+    refusal = _refusal(x)
+    if refusal is not None:
+        return refusal
     channels = x.shape[axis]
     mean_nc, var_nc = _channel_moments(x, axis)
     mean_nc = ops.reshape(mean_nc, (-1, groups, channels // groups))  # (N, G, C_g)

@@ -5,6 +5,7 @@ layer, the argument, the value and the fix) and creates its non-trainable
 state the same way (`trainable=False`, `autocast=False`).
 """
 
+import inspect
 import math
 import numbers
 
@@ -63,9 +64,18 @@ class NormalizationLayer(keras.layers.Layer):
         """The channel axis of `input_shape` (non-negative) and its static size.
 
         Raises:
-            ValueError: if `axis` is out of range, is the batch axis 0, or
-                names a channel dimension of unknown size.
+            ValueError: if the input has no feature axis (rank < 2), `axis` is
+                out of range or is the batch axis 0, or the channel dimension
+                has unknown size.
         """
+        if len(input_shape) < 2:
+            # Checked before `axis`: on a rank-1 input every axis is wrong, and the input is what needs fixing. Keras's
+            # own BatchNormalization takes it, but its statistics then reduce over no axis (output = beta).
+            raise ValueError(
+                f"{self._owner()}: received input shape {tuple(input_shape)} of rank {len(input_shape)}, but the "
+                "layer needs inputs of rank >= 2 (batch, ..., channels): axis 0 is the batch axis. Add a feature "
+                "axis, e.g. keras.ops.expand_dims(x, -1) or a Reshape((1,)) layer."
+            )
         axis = _stats.canonical_axis(self.axis, len(input_shape), self._owner())
         if axis == 0:
             raise self._error("axis", self.axis, "Axis 0 is the batch axis; pass the channel axis.")
@@ -107,7 +117,7 @@ class NormalizationLayer(keras.layers.Layer):
     def _check_epsilon(self, epsilon):
         number = _as_float(epsilon)
         if number is None or not number > 0.0 or math.isinf(number):
-            raise self._error("epsilon", epsilon, "Pass a positive float such as 1e-3.")
+            raise self._error("epsilon", epsilon, positive_float_fix(type(self), "epsilon"))
         return number
 
     def _add_gamma_beta(self, shape):
@@ -143,6 +153,33 @@ class NormalizationLayer(keras.layers.Layer):
         return self.add_weight(
             shape=shape, name=name, initializer=initializer, trainable=False, autocast=False
         )
+
+
+def default_of(cls, argument):
+    """The default of `argument` in the nearest `__init__` of `cls` (MRO order) that declares it, or None."""
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        parameter = inspect.signature(init).parameters.get(argument) if init is not None else None
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
+    return None
+
+
+def positive_float_fix(cls, argument):
+    """The fix for a bad positive-float `argument` of layer class `cls`, quoting the class's own default.
+
+    Read from the signature rather than written in each message, so that a message cannot drift from its default.
+    """
+    default = default_of(cls, argument)
+    if not isinstance(default, float):
+        return "Pass a positive float."
+    short = f"{default:.0e}"
+    if float(short) == default:  # 1e-05 -> 1e-5, as the docstrings write it
+        mantissa, exponent = short.split("e")
+        short = f"{mantissa}e{int(exponent)}"
+    else:
+        short = repr(default)
+    return f"Pass a positive float such as {short} (the default)."
 
 
 def _as_float(value):

@@ -7,8 +7,6 @@ References:
     Wu & He, "Group Normalization", ECCV 2018.
 """
 
-import math
-
 import keras
 from keras import constraints
 from keras import initializers
@@ -63,7 +61,7 @@ class BatchChannelNormalization(NormalizationLayer):
       statistics. Inference uses the same formula with frozen estimates, so
       training and inference compute the same function up to the update.
       Whether the paper (not the code) takes the variance about the old
-      mean, and which update rate the authors used, is unverified: the
+      mean, and which update rate the authors used, are not confirmed: the
       official code leaves $r$ at 0 for the training driver to set; 0.01 is
       the value of a third-party fork.
 
@@ -71,7 +69,8 @@ class BatchChannelNormalization(NormalizationLayer):
     initialized to 0 and 1) has the same names and meaning in both modes.
     The official code's final affine is per group (`final_affine="group"`,
     for parity with released checkpoints); whether the paper's is per
-    channel is unverified. Statistics are computed in float32 (float64 stays
+    channel is not confirmed. See the Design notes page of the
+    documentation, section Batch-Channel Normalization. Statistics are computed in float32 (float64 stays
     float64) with two-pass variances; the output is cast to the layer's
     compute dtype.
 
@@ -85,14 +84,17 @@ class BatchChannelNormalization(NormalizationLayer):
             Defaults to `"batch"`.
         final_affine: `"channel"` (a `(C,)` final $\\gamma,\\beta$) or
             `"group"` (a `(G,)` one, as in the official code). Defaults to
-            `"channel"`.
+            `"channel"` (this package's choice; the official code's is
+            per group).
         axis: int, the channel axis (negative or positive, not 0). Defaults
             to -1.
         momentum: float $\\rho$ in [0, 1], the weight of the old value in the
             moving averages (`"batch"`) or the estimates (`"estimate"`); the
             update rate of the paper's code is $r=1-\\rho$ (PyTorch's
             `momentum=0.1` is $\\rho=0.9$). `momentum=1` freezes the
-            statistics (the official code's $r=0$). Defaults to 0.99.
+            statistics (the official code's $r=0$). Defaults to 0.99
+            (this package's choice, the value of a third-party fork; the
+            paper's value is not confirmed).
         epsilon: float > 0 added to the variance inside the square root, in
             both normalization steps. Defaults to 1e-5 (the official value).
         center: bool, whether to add the shifts `batch_beta` and `beta`.
@@ -225,12 +227,6 @@ class BatchChannelNormalization(NormalizationLayer):
                 "Pass a float in [0, 1], the weight of the old statistics "
                 "(the update rate is 1 - momentum; PyTorch's momentum=0.1 is 0.9).",
             )
-        return number
-
-    def _check_epsilon(self, epsilon):
-        number = _as_float(epsilon)
-        if number is None or not number > 0.0 or math.isinf(number):
-            raise self._error("epsilon", epsilon, "Pass a positive float such as 1e-5.")
         return number
 
     # ----------------------------------------------------------------- state

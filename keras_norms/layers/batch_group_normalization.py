@@ -83,8 +83,8 @@ class BatchGroupNormalization(NormalizationLayer):
             averages (the official `moving_average_decay`; PyTorch's
             `momentum=0.1` is Keras's 0.9). Defaults to 0.99.
         epsilon: float > 0 added to the variance inside the square root.
-            Defaults to 1e-3 (as Keras GroupNormalization; the official code
-            uses 1e-5).
+            Defaults to 1e-3 (this package's choice, as Keras
+            GroupNormalization; the official code uses 1e-5).
         center: bool, whether to add the offset `beta`. Defaults to True.
         scale: bool, whether to multiply by `gamma`. Defaults to True.
         beta_initializer: initializer of `beta`. Defaults to `"zeros"`.

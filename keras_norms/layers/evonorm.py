@@ -4,7 +4,8 @@ References:
     Liu, Brock, Simonyan & Le, "Evolving Normalization-Activation Layers",
     NeurIPS 2020, arXiv:2004.02967 (official code: github.com/tensorflow/tpu,
     the official ResNet model). Equations and defaults follow that code
-    (spec §12); timm's `EvoNorm2dB0`/`EvoNorm2dS0` differ as documented in
+    (see the Design notes page of the documentation, section EvoNorm-B0 and
+    EvoNorm-S0); timm's `EvoNorm2dB0`/`EvoNorm2dS0` differ as documented in
     `docs/layers/evonorm.md`.
 """
 

@@ -7,8 +7,6 @@ References:
     and `TLU`; timm `FilterResponseNormTlu2d`.
 """
 
-import math
-
 import keras
 from keras import constraints
 from keras import initializers
@@ -16,7 +14,6 @@ from keras import ops
 from keras import regularizers
 
 from keras_norms.layers._base import NormalizationLayer
-from keras_norms.layers._base import _as_float
 from keras_norms.ops import _stats
 from keras_norms.ops import filter_response as frn_ops
 
@@ -208,12 +205,6 @@ class FilterResponseNormalization(_ChannelwiseLayer):
         self.gamma = None
         self.beta = None
         self.eps_learned = None
-
-    def _check_epsilon(self, epsilon):
-        number = _as_float(epsilon)
-        if number is None or not number > 0.0 or math.isinf(number):
-            raise self._error("epsilon", epsilon, "Pass a positive float such as 1e-6.")
-        return number
 
     def build(self, input_shape):
         self._channel_axis, channels = self._channel_axis_of(input_shape)

@@ -3,8 +3,9 @@
 References:
     Guo, Wu, Deng, Chen & Tan, "Double Forward Propagation for Memorized
     Batch Normalization", AAAI 2018 (arXiv:2010.04947). No public code
-    exists; everything beyond the abstract is the package's design and the
-    paper's own choices are unverified (spec §9).
+    exists; everything beyond the abstract is this package's design, not
+    confirmed against the paper (see the Design notes page of the
+    documentation, section Memorized BN and Double Forward).
 """
 
 import keras
@@ -61,16 +62,19 @@ class MemorizedBatchNormalization(NormalizationLayer):
     initial moving statistics of `keras.layers.BatchNormalization`, so a
     fresh layer computes $\\gamma x/\\sqrt{1+\\epsilon}+\\beta$.
 
-    Unverified (no public code; spec §9): the paper's slot weights
-    (uniform here), its pooling (pooled raw moments here, which also count
-    the spread of the batch means; the paper may average per-batch
-    variances), its inference estimator and its values of $k$. Statistics
+    There is no public code, so the following are this package's choices,
+    not confirmed against the paper: the slot weights (uniform here), the
+    pooling (pooled raw moments here, which also count the spread of the
+    batch means; the paper may average per-batch variances), the inference
+    estimator and the value of $k$. See the Design notes page of the
+    documentation, section Memorized BN and Double Forward. Statistics
     are computed in float32 (float64 stays float64); the output is cast to
     the layer's compute dtype.
 
     Args:
         memory_size: int $k\\ge 1$, the number of batches memorized.
-            Defaults to 4.
+            Defaults to 4 (this package's choice; the paper's values are
+            not confirmed).
         memory_weights: optional sequence of `memory_size` positive floats,
             the weight of the batch of each age, index 0 being the newest
             (the current batch in training); renormalized over the slots in

@@ -1,6 +1,6 @@
 """Normalization Propagation (NormProp): weight-normalized layers and the NormProp ReLU.
 
-NormProp (spec ALGORITHMS.md §11) standardizes the data once and keeps every
+NormProp standardizes the data once and keeps every
 pre-activation near $\\mathcal N(0,1)$ analytically, without batch
 statistics: each output unit's weight vector is divided by its $\\ell_2$
 norm, a per-unit $\\gamma,\\beta$ follows, and the ReLU output is re-centred
@@ -28,14 +28,16 @@ from keras import ops
 from keras import regularizers
 
 from keras_norms.layers._base import NormalizationLayer
+from keras_norms.layers._base import positive_float_fix
 from keras_norms.layers.weight_standardization import KernelReparameterizationMixin
 from keras_norms.layers.weight_standardization import add_channel_vector
 from keras_norms.ops import _stats
 from keras_norms.ops import norm_prop as norm_prop_ops
 from keras_norms.ops import weight_standardization as ws_ops
 
-# The paper's gamma initialization (spec §11.3), [unverified]: compensates
-# an empirically observed variance inflation.
+# The gamma initialization commonly given for the paper's algorithm (not
+# confirmed in the paper): compensates an empirically observed variance
+# inflation. docs/design_notes.md, section Normalization Propagation.
 GAMMA_INIT = 1.0 / 1.21
 
 # Arguments of the Keras layers that NormProp replaces with `beta`.
@@ -75,7 +77,7 @@ class NormPropMixin(KernelReparameterizationMixin):
                 "Remove the bias arguments; use `beta_initializer`, "
                 "`beta_regularizer` and `beta_constraint` instead.",
             )
-        self.epsilon = self._check_positive("epsilon", epsilon, "Pass a positive float such as 1e-8.")
+        self.epsilon = self._check_positive("epsilon", epsilon, positive_float_fix(type(self), "epsilon"))
         if gamma_initializer is None:
             gamma_initializer = initializers.Constant(GAMMA_INIT)
         self.gamma_initializer = initializers.get(gamma_initializer)
@@ -192,26 +194,36 @@ class NormPropDense(NormPropMixin, keras.layers.Dense):
     mean $\\beta_i$ and standard deviation $\\gamma_i$: standardize the data
     (e.g. with `keras.layers.Normalization` adapted on the training set)
     and follow each hidden layer with `NormPropReLU`. The layer formulation,
-    $\\gamma$ and $\\beta$ between the normalized map and the ReLU, is
-    [unverified] against the paper's Algorithm 1.
+    $\\gamma$ and $\\beta$ between the normalized map and the ReLU, is the
+    usual statement of the paper's Algorithm 1, not confirmed against the
+    paper (see the Design notes page of the documentation, section
+    Normalization Propagation).
 
     Args:
-        units: int, the number of output units.
+        *args: positional arguments of `keras.layers.Dense`: `units`, the
+            number of output units (it may also be passed by keyword).
         epsilon: float > 0 added to the sum of squares inside the square
-            root. Defaults to 1e-8.
+            root. Defaults to 1e-8 (this package's choice, not the
+            paper's).
         gamma_initializer: initializer of `gamma` (one value per output
             unit). Defaults to `None`: the constant 1/1.21 (about 0.8264),
-            the paper's value, which is [unverified] (not yet checked
-            against the paper).
+            the value commonly given for the paper's algorithm, which this
+            package has not confirmed in the paper; pass `"ones"` for the
+            plain analysis. See the Design notes page of the documentation,
+            section Normalization Propagation.
         beta_initializer: initializer of `beta`. Defaults to `"zeros"`.
-        gamma_regularizer, beta_regularizer: optional regularizers.
-            Default to `None`.
-        gamma_constraint, beta_constraint: optional constraints. Default to
+        gamma_regularizer: optional regularizer of `gamma`. Defaults to
             `None`.
-        activation, kernel_initializer, kernel_regularizer,
-            kernel_constraint, activity_regularizer, lora_rank,
-            lora_alpha, **kwargs: as in `keras.layers.Dense`. `use_bias` and
-            the bias arguments are refused. Quantization is not supported.
+        beta_regularizer: optional regularizer of `beta`. Defaults to
+            `None`.
+        gamma_constraint: optional constraint of `gamma`. Defaults to
+            `None`.
+        beta_constraint: optional constraint of `beta`. Defaults to `None`.
+        **kwargs: every other argument of `keras.layers.Dense`
+            (`activation`, `kernel_initializer`, `kernel_regularizer`,
+            `kernel_constraint`, `activity_regularizer`, `lora_rank`,
+            `lora_alpha`, `name`, `dtype`, ...). `use_bias` and the bias
+            arguments are refused. Quantization is not supported.
 
     Call arguments:
         inputs: tensor of rank >= 2, features last.
@@ -255,27 +267,35 @@ class NormPropConv1D(NormPropMixin, keras.layers.Conv1D):
     then `activation`. The norm is computed in float32 from the float32
     master kernel, gradients flow through it, and $\\gamma_i\\hat W_i$ is cast
     to the compute dtype. Treating each filter as a row of the im2col matrix
-    is the usual reading of the paper, [unverified]; overlapping patches
-    make the identity-covariance assumption approximate.
+    is the usual reading of the paper, not confirmed against it; overlapping
+    patches make the identity-covariance assumption approximate.
 
     Args:
-        filters, kernel_size: as in `keras.layers.Conv1D`.
+        *args: positional arguments of `keras.layers.Conv1D` (`filters`,
+            `kernel_size`, ...; they may also be passed by keyword).
         epsilon: float > 0 added to the sum of squares inside the square
-            root. Defaults to 1e-8.
+            root. Defaults to 1e-8 (this package's choice, not the
+            paper's).
         gamma_initializer: initializer of `gamma` (one value per output
             unit). Defaults to `None`: the constant 1/1.21 (about 0.8264),
-            the paper's value, which is [unverified] (not yet checked
-            against the paper).
+            the value commonly given for the paper's algorithm, which this
+            package has not confirmed in the paper; pass `"ones"` for the
+            plain analysis. See the Design notes page of the documentation,
+            section Normalization Propagation.
         beta_initializer: initializer of `beta`. Defaults to `"zeros"`.
-        gamma_regularizer, beta_regularizer: optional regularizers.
-            Default to `None`.
-        gamma_constraint, beta_constraint: optional constraints. Default to
+        gamma_regularizer: optional regularizer of `gamma`. Defaults to
             `None`.
-        strides, padding ("valid", "same", "causal"), data_format,
-            dilation_rate, groups, activation, kernel_initializer,
-            kernel_regularizer, kernel_constraint, activity_regularizer,
-            lora_rank, lora_alpha, **kwargs: as in `keras.layers.Conv1D`.
-            `use_bias` and the bias arguments are refused.
+        beta_regularizer: optional regularizer of `beta`. Defaults to
+            `None`.
+        gamma_constraint: optional constraint of `gamma`. Defaults to
+            `None`.
+        beta_constraint: optional constraint of `beta`. Defaults to `None`.
+        **kwargs: every other argument of `keras.layers.Conv1D`
+            (`strides`, `padding` ("valid", "same" or "causal"),
+            `data_format`, `dilation_rate`, `groups`, `activation`,
+            `kernel_initializer`, `kernel_regularizer`, `kernel_constraint`,
+            `activity_regularizer`, `lora_rank`, `lora_alpha`, `name`,
+            `dtype`, ...). `use_bias` and the bias arguments are refused.
 
     Call arguments:
         inputs: tensor of rank 3, `(batch, steps, channels)` or channels
@@ -318,28 +338,36 @@ class NormPropConv2D(NormPropMixin, keras.layers.Conv2D):
     master kernel, gradients flow through it, and $\\gamma_i\\hat W_i$ is cast
     to the compute dtype. The kernel layout is the same in both data formats.
     Treating each filter as a row of the im2col matrix is the usual reading
-    of the paper, [unverified]; overlapping patches make the
+    of the paper, not confirmed against it; overlapping patches make the
     identity-covariance assumption approximate. Max-pooling and dropout
     between NormProp layers break the bookkeeping.
 
     Args:
-        filters, kernel_size: as in `keras.layers.Conv2D`.
+        *args: positional arguments of `keras.layers.Conv2D` (`filters`,
+            `kernel_size`, ...; they may also be passed by keyword).
         epsilon: float > 0 added to the sum of squares inside the square
-            root. Defaults to 1e-8.
+            root. Defaults to 1e-8 (this package's choice, not the
+            paper's).
         gamma_initializer: initializer of `gamma` (one value per output
             unit). Defaults to `None`: the constant 1/1.21 (about 0.8264),
-            the paper's value, which is [unverified] (not yet checked
-            against the paper).
+            the value commonly given for the paper's algorithm, which this
+            package has not confirmed in the paper; pass `"ones"` for the
+            plain analysis. See the Design notes page of the documentation,
+            section Normalization Propagation.
         beta_initializer: initializer of `beta`. Defaults to `"zeros"`.
-        gamma_regularizer, beta_regularizer: optional regularizers.
-            Default to `None`.
-        gamma_constraint, beta_constraint: optional constraints. Default to
+        gamma_regularizer: optional regularizer of `gamma`. Defaults to
             `None`.
-        strides, padding, data_format, dilation_rate, groups, activation,
-            kernel_initializer, kernel_regularizer, kernel_constraint,
-            activity_regularizer, lora_rank, lora_alpha, **kwargs: as in
-            `keras.layers.Conv2D`. `use_bias` and the bias arguments are
-            refused.
+        beta_regularizer: optional regularizer of `beta`. Defaults to
+            `None`.
+        gamma_constraint: optional constraint of `gamma`. Defaults to
+            `None`.
+        beta_constraint: optional constraint of `beta`. Defaults to `None`.
+        **kwargs: every other argument of `keras.layers.Conv2D`
+            (`strides`, `padding`, `data_format`, `dilation_rate`, `groups`,
+            `activation`, `kernel_initializer`, `kernel_regularizer`,
+            `kernel_constraint`, `activity_regularizer`, `lora_rank`,
+            `lora_alpha`, `name`, `dtype`, ...). `use_bias` and the bias
+            arguments are refused.
 
     Call arguments:
         inputs: tensor of rank 4, `(batch, height, width, channels)` or
@@ -382,26 +410,35 @@ class NormPropConv3D(NormPropMixin, keras.layers.Conv3D):
       \\hat W_{ij}=\\frac{W_{ij}}{\\sqrt{\\sum_jW_{ij}^2+\\epsilon}}$$
 
     then `activation`, computed as in `NormPropConv2D` (float32 norm from the
-    float32 master kernel; the im2col reading of the paper is [unverified]).
+    float32 master kernel; the im2col reading of the paper is not confirmed
+    against it).
 
     Args:
-        filters, kernel_size: as in `keras.layers.Conv3D`.
+        *args: positional arguments of `keras.layers.Conv3D` (`filters`,
+            `kernel_size`, ...; they may also be passed by keyword).
         epsilon: float > 0 added to the sum of squares inside the square
-            root. Defaults to 1e-8.
+            root. Defaults to 1e-8 (this package's choice, not the
+            paper's).
         gamma_initializer: initializer of `gamma` (one value per output
             unit). Defaults to `None`: the constant 1/1.21 (about 0.8264),
-            the paper's value, which is [unverified] (not yet checked
-            against the paper).
+            the value commonly given for the paper's algorithm, which this
+            package has not confirmed in the paper; pass `"ones"` for the
+            plain analysis. See the Design notes page of the documentation,
+            section Normalization Propagation.
         beta_initializer: initializer of `beta`. Defaults to `"zeros"`.
-        gamma_regularizer, beta_regularizer: optional regularizers.
-            Default to `None`.
-        gamma_constraint, beta_constraint: optional constraints. Default to
+        gamma_regularizer: optional regularizer of `gamma`. Defaults to
             `None`.
-        strides, padding, data_format, dilation_rate, groups, activation,
-            kernel_initializer, kernel_regularizer, kernel_constraint,
-            activity_regularizer, lora_rank, lora_alpha, **kwargs: as in
-            `keras.layers.Conv3D`. `use_bias` and the bias arguments are
-            refused.
+        beta_regularizer: optional regularizer of `beta`. Defaults to
+            `None`.
+        gamma_constraint: optional constraint of `gamma`. Defaults to
+            `None`.
+        beta_constraint: optional constraint of `beta`. Defaults to `None`.
+        **kwargs: every other argument of `keras.layers.Conv3D`
+            (`strides`, `padding`, `data_format`, `dilation_rate`, `groups`,
+            `activation`, `kernel_initializer`, `kernel_regularizer`,
+            `kernel_constraint`, `activity_regularizer`, `lora_rank`,
+            `lora_alpha`, `name`, `dtype`, ...). `use_bias` and the bias
+            arguments are refused.
 
     Call arguments:
         inputs: tensor of rank 5, channels last or first.

@@ -48,7 +48,7 @@ class ProxyNormalization(NormalizationLayer):
     The output is cast to the layer's compute dtype. There is no
     non-trainable state.
 
-    **Unverified** (spec §17): the paper's number of quadrature points, its
+    The paper's number of quadrature points, its
     $\\epsilon$ and the $\\mathcal N(\\tilde\\beta,(1+\\tilde\\gamma)^2)$ form of
     the proxy affine are not confirmed against the paper; the defaults below
     are this package's choices. With the default 256 points the proxy
@@ -57,7 +57,8 @@ class ProxyNormalization(NormalizationLayer):
     $|\\beta|\\le1$ (measured); $\\epsilon=10^{-3}$ keeps a ReLU with a very
     negative $\\beta$ (proxy variance near 0) from amplifying its input: the
     output's standard deviation on $\\mathcal N(0,1)$ inputs stays below
-    1.01 for every $\\beta\\in[-6,0]$, where $10^{-5}$ reaches 5.6.
+    1.01 for every $\\beta\\in[-6,0]$, where $10^{-5}$ reaches 5.6. See the
+    Design notes page of the documentation, section Proxy Normalization.
 
     Args:
         activation: the activation $\\phi$, a Keras activation name
@@ -65,11 +66,14 @@ class ProxyNormalization(NormalizationLayer):
             serialized with `keras.activations.serialize`. Softmax-type
             activations are rejected. Defaults to `"relu"`.
         num_points: int >= 2, the number of quadrature points $S_q$.
-            Defaults to 256 [unverified].
+            Defaults to 256 (this package's choice; the paper's value is
+            not confirmed).
         epsilon: float > 0 added to the proxy variance inside the square
-            root. Defaults to 1e-3 [unverified].
+            root. Defaults to 1e-3 (this package's choice; the paper's
+            value is not confirmed).
         proxy_affine: bool, whether to learn the proxy's mean
-            $\\tilde\\beta$ and scale $1+\\tilde\\gamma$ [unverified form].
+            $\\tilde\\beta$ and scale $1+\\tilde\\gamma$ (this form of the
+            learned proxy is not confirmed against the paper).
             Defaults to False.
         axis: int, the channel axis (negative or positive, not 0). Defaults
             to -1.

@@ -2,7 +2,7 @@
 
 Each layer subclasses its Keras counterpart with the same constructor, the
 same weights (`kernel`, `bias`) and the same call, and applies the
-standardized kernel instead of the raw one (spec ALGORITHMS.md §7). The raw
+standardized kernel instead of the raw one. The raw
 `kernel` stays the trainable weight, so weights move between a WS layer and
 its Keras counterpart with `set_weights`, in both directions;
 `keras_norms.fold_weight_standardization` bakes the standardized kernel into
@@ -23,10 +23,12 @@ import keras
 from keras import initializers
 from keras import ops
 
+from keras_norms.layers._base import positive_float_fix
 from keras_norms.ops import _stats
 from keras_norms.ops import weight_standardization as ws_ops
 
-# Read as float32 master values in the forward pass (spec §1.4, §7.1 "float16").
+# Read as float32 master values in the forward pass: standardizing an
+# already-rounded float16 copy would lose precision (see docs/numerics.md).
 _MASTER_WEIGHTS = ("kernel", "lora_kernel_a", "lora_kernel_b")
 
 
@@ -168,7 +170,7 @@ class WeightStandardizationMixin(KernelReparameterizationMixin):
     def __init__(self, *args, ws_epsilon=1e-5, **kwargs):
         super().__init__(*args, **kwargs)
         self.ws_epsilon = self._check_positive(
-            "ws_epsilon", ws_epsilon, "Pass a positive float such as 1e-5."
+            "ws_epsilon", ws_epsilon, positive_float_fix(type(self), "ws_epsilon")
         )
 
     def _check_kernel_shape(self, shape):
@@ -281,9 +283,11 @@ class WSConv1D(WeightStandardizationMixin, keras.layers.Conv1D):
 
     with the biased variance and $\\epsilon$ = `ws_epsilon` inside the square
     root, computed in float32 from the float32 master kernel and cast to the
-    compute dtype; gradients flow through $\\mu_i$ and $\\sigma_i$. (The paper's
-    own estimator and $\\epsilon$ placement are unverified; the official
-    snippets disagree, and differ negligibly for fan-in >= 27.) Follow it with
+    compute dtype; gradients flow through $\\mu_i$ and $\\sigma_i$. (This
+    estimator and $\\epsilon$ placement are this package's choice: the
+    paper's are not confirmed and the official snippets disagree; they differ
+    negligibly for fan-in >= 27. See the Design notes page of the
+    documentation, section Weight Standardization and Scaled WS.) Follow it with
     a normalization layer (GroupNormalization, BatchNormalization): WS removes
     the weight scale, so the layer cannot learn its output scale alone.
 
@@ -344,9 +348,11 @@ class WSConv2D(WeightStandardizationMixin, keras.layers.Conv2D):
     root, computed in float32 from the float32 master kernel (plus the LoRA
     delta when LoRA is enabled) and cast to the compute dtype; gradients flow
     through $\\mu_i$ and $\\sigma_i$. The kernel layout is the same in both data
-    formats. (The paper's own estimator and $\\epsilon$ placement are
-    unverified; the official snippets disagree, and differ negligibly for
-    fan-in >= 27.) Use it only where a normalization layer follows: WS removes
+    formats. (This estimator and $\\epsilon$ placement are this package's
+    choice: the paper's are not confirmed and the official snippets
+    disagree; they differ negligibly for fan-in >= 27. See the Design notes
+    page of the documentation, section Weight Standardization and Scaled
+    WS.) Use it only where a normalization layer follows: WS removes
     the weight scale.
 
     Args:
@@ -409,8 +415,8 @@ class WSConv3D(WeightStandardizationMixin, keras.layers.Conv3D):
 
     with the biased variance and $\\epsilon$ = `ws_epsilon` inside the square
     root, computed in float32 from the float32 master kernel and cast to the
-    compute dtype. (The paper's own estimator and $\\epsilon$ placement are
-    unverified.) Use it only where a normalization layer follows.
+    compute dtype. (This estimator and $\\epsilon$ placement are this
+    package's choice; the paper's are not confirmed.) Use it only where a normalization layer follows.
 
     Args:
         ws_epsilon: float > 0 added to the variance inside the square root.

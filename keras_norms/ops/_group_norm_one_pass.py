@@ -41,6 +41,7 @@ reference 10 ms.
 from keras import backend
 from keras import ops
 
+from keras_norms._backends import decline_input
 from keras_norms.ops import _stats
 from keras_norms.ops.normalization import _split_ghosts
 
@@ -128,12 +129,12 @@ def group_norm_one_pass(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=
     """`group_norm` in one pass with folded scale and shift (see module doc).
 
     Kernel signature: the public op hands a non-negative `axis` and the
-    resolved, positive `groups`. Declines (returns `None`) for dtypes other
+    resolved, positive `groups`. Declines (`decline_input`) for dtypes other
     than float32 and float64 (the op upcasts first; this only matters for
     direct calls).
     """
     if not _accepts(x):
-        return None
+        return decline_input(x)
     y, _ = _normalize_cells(x, gamma, beta, axis, epsilon, groups, examples=1)
     return y
 
@@ -150,7 +151,7 @@ def batch_group_norm_one_pass(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, g
     Declines as `group_norm_one_pass` does.
     """
     if not _accepts(x):
-        return None
+        return decline_input(x)
     examples = examples_per_group
     if x.shape[0] is not None:
         examples = max(1, min(examples, x.shape[0]))

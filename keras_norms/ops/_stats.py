@@ -1,6 +1,6 @@
 """Statistics shared by every normalization: dtype policy, axes and moments.
 
-The numerical contract (spec §1.4):
+The numerical contract (the Numerics page of the documentation):
 
 * statistics are computed in float32, or in the wider of the input dtype and
   float32 (float64 stays float64);

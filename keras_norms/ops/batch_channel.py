@@ -4,7 +4,7 @@ Qiao, Wang, Liu, Shen & Yuille, "Micro-Batch Training with Batch-Channel
 Normalization and Weight Standardization", arXiv:1903.10520 (official code:
 github.com/joe-siyuan-qiao/Batch-Channel-Normalization).
 
-BCN runs three steps (spec §8.1, [code]):
+BCN runs three steps (as in the official code):
 
 1. a per-channel batch-knowledge normalization with its own affine
    $\\gamma^b,\\beta^b$: ordinary batch normalization (`"batch"` mode) or
@@ -179,7 +179,7 @@ def batch_channel_norm(
 
 
 def estimated_moments(x, moving_mean, moving_variance, axis=-1, momentum=0.99, synchronized=False):
-    """EstBN's statistics update (spec §8.3, [code]), behind a stop-gradient.
+    """EstBN's statistics update (as in the official code), behind a stop-gradient.
 
     With update rate $r = 1-\\rho$ ($\\rho$ = `momentum`, Keras convention)
     and the old estimates $\\hat\\mu^{old}_c,\\hat\\sigma^{2,old}_c$:

@@ -3,7 +3,7 @@
 Liu, Brock, Simonyan & Le, "Evolving Normalization-Activation Layers",
 NeurIPS 2020 (arXiv:2004.02967). The equations and defaults follow the
 official TensorFlow implementation (`tensorflow/tpu`, the official ResNet
-model; spec §12, [code]): $\\epsilon=10^{-5}$, moving-average decay 0.9 (Keras
+model): $\\epsilon=10^{-5}$, moving-average decay 0.9 (Keras
 `momentum=0.9`), 32 groups, a biased moving variance.
 
 Both layers fuse the normalization with the nonlinearity: there is no
@@ -27,6 +27,7 @@ channels on `axis` (not 0); per-channel vectors have shape `(C,)`.
 from keras import ops
 
 from keras_norms._backends import dispatch
+from keras_norms._backends import run_reference
 from keras_norms.ops import _replicas
 from keras_norms.ops import _stats
 from keras_norms.ops import group as group_ops
@@ -114,7 +115,8 @@ def evonorm_b0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5, synchron
         return _replicas.per_device(lambda xs: evonorm_b0(xs, v, gamma, beta, axis, epsilon), shards, x)
     if _replicas.synchronizes(synchronized):
         # Not dispatched: a fused kernel would see this replica's batch only.
-        return _evonorm_b0_reference(x, v, gamma, beta, axis, epsilon, moments=_replicas.moments)
+        return run_reference("evonorm_b0", "synchronized across replicas", _evonorm_b0_reference,
+                             x, v, gamma, beta, axis, epsilon, moments=_replicas.moments)
     v, gamma, beta = (_stats.like(t, x) for t in (v, gamma, beta))
     # Kernels receive the upcast `x`, a non-negative axis and vectors of x's dtype.
     return dispatch("evonorm_b0", _evonorm_b0_reference, x, v, gamma, beta, axis, epsilon)

@@ -2,8 +2,9 @@
 
 Guo, Wu, Deng, Chen & Tan, "Double Forward Propagation for Memorized Batch
 Normalization", AAAI 2018 (arXiv:2010.04947). No public code exists: every
-detail below beyond the abstract is the package's design (spec §9), and the
-paper's choices are [unverified].
+detail below beyond the abstract is this package's design, not confirmed
+against the paper. See the Design notes page of the documentation, section
+Memorized BN and Double Forward.
 
 The memory of a layer holds, per channel, the raw moments $E[x]$ and
 $E[x^2]$ of the last $k$ batches in two `(k, C)` buffers, and a counter $n$
@@ -31,6 +32,7 @@ back in that dtype for the caller to cast.
 from keras import ops
 
 from keras_norms._backends import dispatch
+from keras_norms._backends import run_reference
 from keras_norms.ops import _replicas
 from keras_norms.ops import _stats
 from keras_norms.ops.normalization import batch_norm_inference
@@ -199,7 +201,8 @@ def memorized_batch_norm(
     args = (x, memory_mean, memory_second_moment, count, gamma, beta, axis, epsilon, memory_weights)
     if _replicas.synchronizes(synchronized):
         # Not dispatched: a kernel would see this replica's batch only.
-        return _memorized_batch_norm_reference(*args, moments=_replicas.moments)
+        return run_reference("memorized_batch_norm", "synchronized across replicas", _memorized_batch_norm_reference,
+                             *args, moments=_replicas.moments)
     return dispatch("memorized_batch_norm", _memorized_batch_norm_reference, *args)
 
 

@@ -1,6 +1,6 @@
 """Normalization Propagation (NormProp): weight normalization and the re-centred ReLU.
 
-NormProp (spec ALGORITHMS.md §11) normalizes the data once and propagates the
+NormProp normalizes the data once and propagates the
 normalization analytically: if a layer's input has zero mean and identity
 covariance, dividing each output unit's weight vector by its $\\ell_2$ norm
 gives pre-activations of unit variance; a ReLU of a standard normal has the
@@ -30,7 +30,7 @@ from keras import ops
 from keras_norms._backends import dispatch
 from keras_norms.ops import _stats
 
-# Mean and standard deviation of max(Z, 0) for Z ~ N(0, 1) (spec §11.2).
+# Mean and standard deviation of max(Z, 0) for Z ~ N(0, 1), from their closed forms.
 RELU_MEAN = 1.0 / math.sqrt(2.0 * math.pi)
 RELU_STD = math.sqrt(0.5 * (1.0 - 1.0 / math.pi))
 

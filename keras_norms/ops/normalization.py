@@ -14,6 +14,7 @@ from keras import KerasTensor
 from keras import ops
 
 from keras_norms._backends import dispatch
+from keras_norms._backends import run_reference
 from keras_norms.ops import _replicas
 from keras_norms.ops import _stats
 
@@ -150,7 +151,8 @@ def batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, mask=None, synch
         )
     if _replicas.synchronizes(synchronized):
         # Not dispatched: a fused kernel would see this replica's batch only.
-        return _batch_norm_reference(x, gamma, beta, axis, epsilon, mask, moments=_replicas.moments)
+        return run_reference("batch_norm", "synchronized across replicas", _batch_norm_reference,
+                             x, gamma, beta, axis, epsilon, mask, moments=_replicas.moments)
     return dispatch(
         "batch_norm", _batch_norm_reference, x, gamma, beta, axis, epsilon, mask
     )

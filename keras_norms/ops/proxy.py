@@ -3,10 +3,11 @@
 Labatie, Masters, Eaton-Rosen & Luschi, "Proxy-Normalizing Activations to
 Match Batch Normalization while Removing Batch Dependence", NeurIPS 2021.
 No official code was found; an unofficial PyTorch `ProxyNorm2d` was read, and
-its quirks are not copied (spec §13.3): here every channel gets its own
-$S_q$ quadrature points, and the quadrature offset is not the epsilon.
+its quirks are not copied: here every channel gets its own $S_q$
+quadrature points, and the quadrature offset is not the epsilon. See the
+Design notes page of the documentation, section Proxy Normalization.
 
-Proxy Normalization (spec §13.2) normalizes the output of an activation
+Proxy Normalization normalizes the output of an activation
 $\\phi$ applied after a per-channel affine, with statistics taken over a
 Gaussian **proxy** of the pre-activation rather than over the data:
 
@@ -49,7 +50,7 @@ from keras import ops
 from keras_norms.ops import _stats
 
 DEFAULT_NUM_POINTS = 256
-"""Default number of quadrature points $S_q$ (unverified against the paper)."""
+"""Default number of quadrature points $S_q$: this package's choice (the paper's value is not confirmed)."""
 
 # Activations that mix channels (not elementwise): a per-channel proxy cannot describe them.
 NON_ELEMENTWISE_ACTIVATIONS = ("softmax", "log_softmax")

@@ -1,7 +1,7 @@
 """Weight Standardization (WS) and Scaled WS of a kernel, on `keras.ops`.
 
 Both functions standardize each output channel of a kernel over its fan-in
-axes (spec ALGORITHMS.md §7), in float32 (float64 stays float64), with the
+axes, in float32 (float64 stays float64), with the
 two-pass biased variance of `keras_norms.ops.moments` and epsilon inside the
 square root. Which axes are the fan-in depends on the kernel layout:
 
@@ -73,7 +73,9 @@ def standardize_weights(kernel, axes, epsilon):
     $\\mu_i$ and $\\sigma_i$. (Implementations differ: the official PyTorch
     snippet divides by the unbiased std plus $\\epsilon$, the official TF
     snippet by the biased std plus $\\epsilon$; which form the paper states
-    is unverified. They differ negligibly for fan-in >= 27.)
+    is not confirmed. They differ negligibly for fan-in >= 27. See the Design
+    notes page of the documentation, section Weight Standardization and
+    Scaled WS.)
 
     Args:
         kernel: tensor or variable, any float dtype; float16 and bfloat16

@@ -1,12 +1,15 @@
-"""The rendered-site tests run only when the test command asks for them.
+"""The docs tests run only in the docs step of the test command.
 
-They check the site `mkdocs build` wrote, so they need a build from this run:
-`scripts/test.sh` builds it, then runs `pytest tests/docs` with
+`test_rendered_site.py` checks the site `mkdocs build` wrote, so it needs a
+build from this run; `test_strict_build.py` runs `scripts/build_docs.sh` on
+copies of the docs (three builds, about half a minute) and is kept out of the
+per-backend runs for that reason. `scripts/test.sh` builds the site with
+`scripts/build_docs.sh`, then runs `pytest tests/docs` with
 `KERAS_NORMS_SITE_DIR` pointing at it. Without that variable (the per-backend
 `pytest tests` runs, a plain `pytest`) this directory is not collected. To run
 them by hand:
 
-    .venv/bin/mkdocs build --strict -d /tmp/site
+    bash scripts/build_docs.sh mkdocs.yml /tmp/site
     KERAS_NORMS_SITE_DIR=/tmp/site KERAS_BACKEND=numpy .venv/bin/python -m pytest tests/docs
 """
 

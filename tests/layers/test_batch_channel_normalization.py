@@ -9,7 +9,6 @@ import keras
 import numpy as np
 import pytest
 
-from keras_norms import _backends
 from keras_norms import config
 from keras_norms.layers.batch_channel_normalization import BatchChannelNormalization
 from keras_norms.ops import batch_channel as bcn_ops
@@ -274,12 +273,15 @@ KERNEL_CASES = [
 
 @pytest.mark.parametrize("shape, axis, groups, backends", KERNEL_CASES, ids=str)
 def test_group_norm_kernel_taken_or_declined_and_equal_to_reference(shape, axis, groups, backends):
-    with _backends.record_dispatch() as calls:
+    with config.record_dispatch() as calls:
         fast = _op_gradients(shape, axis, groups)
-    assert calls == [("group_norm", "fast" if BACKEND in backends else "reference")]
-    with config.fast_paths(False), _backends.record_dispatch() as calls:
+    if BACKEND in backends:
+        assert calls == [("group_norm", "fast", None)]
+    else:
+        assert calls == [("group_norm", "reference", "channel axis in the middle (only last or 1)")]
+    with config.fast_paths(False), config.record_dispatch() as calls:
         reference = _op_gradients(shape, axis, groups)
-    assert calls == [("group_norm", "reference")]
+    assert calls == [("group_norm", "reference", "fast paths switched off")]
     assert_close(fast[0], reference[0], err_msg="output")
     for name, a, b in zip(("x", "gamma", "beta"), fast[1:], reference[1:]):
         assert_close(a, b, err_msg=f"d/d{name}", **GRADIENT)
@@ -330,9 +332,9 @@ def test_layer_fast_paths_equal_the_reference(mode):
     results = {}
     for enabled in (True, False):
         layer, _ = built(shape, groups=4, mode=mode, final_affine="group")
-        with config.fast_paths(enabled), _backends.record_dispatch() as calls:
+        with config.fast_paths(enabled), config.record_dispatch() as calls:
             results[enabled] = layer_gradients(layer, x, upstream, training=True) + (layer.get_weights(),)
-        assert ("group_norm", "fast" if enabled else "reference") in calls
+        assert ("group_norm", "fast" if enabled else "reference") in [record[:2] for record in calls]
     (y1, dx1, dw1, s1), (y0, dx0, dw0, s0) = results[True], results[False]
     assert_close(y1, y0)
     assert_close(dx1, dx0, **GRADIENT)
@@ -344,11 +346,13 @@ def test_layer_fast_paths_equal_the_reference(mode):
 def test_torch_kernel_declines_half_precision_and_leaves_the_input_alone():
     import torch
 
+    from keras_norms._backends import Declined
     from keras_norms._backends import torch_group_norm
 
     x = torch.tensor(data((4, 3, 3, 8)))
-    assert torch_group_norm.group_norm(x.half(), None, None, 3, 1e-5, 4) is None
-    assert torch_group_norm.group_norm(x.bfloat16(), None, None, 3, 1e-5, 4) is None
+    for dtype in ("float16", "bfloat16"):
+        declined = torch_group_norm.group_norm(x.to(getattr(torch, dtype)), None, None, 3, 1e-5, 4)
+        assert isinstance(declined, Declined) and declined.reason == f"{dtype} input (kernel takes float32/float64)"
     before = x.clone()
     torch_group_norm.group_norm(x, None, None, 3, 1e-5, 4)
     torch.testing.assert_close(x, before, rtol=0, atol=0)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import keras_norms
-from keras_norms import _backends
 from keras_norms import config
 from keras_norms.layers.batch_group_normalization import BatchGroupNormalization
 from keras_norms.ops import group as group_ops
@@ -370,11 +369,11 @@ def test_fast_path_taken_or_declined_and_equal_to_reference(shape, kwargs, on_to
     results = {}
     for enabled in (True, False):
         layer, _ = built(shape, **kwargs)
-        with config.fast_paths(enabled), _backends.record_dispatch() as calls:
+        with config.fast_paths(enabled), config.record_dispatch() as calls:
             results[enabled] = layer_gradients(layer, x, upstream, training=True) + (layer.get_weights(),)
         taken = on_torch if BACKEND == "torch" else True
         expected = "fast" if (enabled and taken) else "reference"
-        assert calls == [("batch_group_norm", expected)]
+        assert [record[:2] for record in calls] == [("batch_group_norm", expected)]
     (y1, dx1, dw1, s1), (y0, dx0, dw0, s0) = results[True], results[False]
     assert_close(y1, y0, err_msg="output")
     assert_close(dx1, dx0, err_msg="d/dx", **GRADIENT)
@@ -386,20 +385,22 @@ def test_fast_path_taken_or_declined_and_equal_to_reference(shape, kwargs, on_to
 
 def test_inference_takes_the_reference():
     layer, _ = built((4, 3, 6), groups=2)
-    with _backends.record_dispatch() as calls:
+    with config.record_dispatch() as calls:
         layer(data((4, 3, 6)), training=False)
-    assert calls == [("batch_group_norm_inference", "reference")]
+    assert calls == [("batch_group_norm_inference", "reference", "no kernel on this backend")]
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the F.group_norm kernel exists on torch only")
 def test_torch_kernel_declines_half_precision_and_keeps_two_pass_accuracy():
     import torch
 
+    from keras_norms._backends import Declined
     from keras_norms._backends import torch_group
 
     x = torch.tensor(data((8, 4, 4, 6)))
-    assert torch_group.batch_group_norm(x.half(), None, None, 3, 1e-3, 3, 2) is None
-    assert torch_group.batch_group_norm(x.bfloat16(), None, None, 3, 1e-3, 3, 2) is None
+    for dtype in ("float16", "bfloat16"):
+        declined = torch_group.batch_group_norm(x.to(getattr(torch, dtype)), None, None, 3, 1e-3, 3, 2)
+        assert isinstance(declined, Declined) and declined.reason == f"{dtype} input (kernel takes float32/float64)"
     # Regression guard: torch's CPU group_norm on a channels-last (permuted) view computes E[x^2]-E[x]^2 in
     # float32 and is off by ~0.3 at |mean|/std = 300; the kernel must use a contiguous (N/E, C, E*S) layout.
     shifted = data((8, 8, 8, 16), seed=17, scale=1.0, offset=300.0)
