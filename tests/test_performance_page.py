@@ -14,7 +14,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGE = (ROOT / "docs" / "performance.md").read_text()
-BLOCK = re.compile(r"<!-- generated: ([a-z-]+) -->\n(.*?)<!-- end generated: \1 -->", re.S)
+BLOCK = re.compile(r"<!-- generated: ([a-z0-9-]+) -->\n(.*?)<!-- end generated: \1 -->", re.S)
 
 
 def _blocks():
