@@ -129,6 +129,6 @@ def record_dispatch():
     print(calls)  # e.g. [DispatchRecord(op='batch_norm', path='fast', reason=None)]
     ```
     """
-    from keras_norms import _backends  # it imports this module: imported when used
+    from keras_norms.ops import _dispatch  # it imports this module: imported when used
 
-    return _backends.record_dispatch()
+    return _dispatch.record_dispatch()

@@ -23,6 +23,10 @@ import keras
 from keras import backend
 from keras import ops
 
+from keras_norms.layers import KERAS_NORMALIZATION
+from keras_norms.layers import is_normalization
+from keras_norms.layers.normalization_propagation import NormPropMixin
+
 
 def _finite_float(value):
     """`value` as a Python float, or None for a bool, non-number or non-finite value."""
@@ -124,30 +128,16 @@ _GAMMA_BETA = (("gamma", "gamma_regularizer", 1.0), ("beta", "beta_regularizer",
 _SCALE_ONLY = (("scale", None, 1.0),)
 
 
-def _keras_norm_classes():
-    names = ("BatchNormalization", "GroupNormalization", "LayerNormalization")
-    return tuple(getattr(keras.layers, name) for name in names if hasattr(keras.layers, name))
-
-
-def _is_keras_norms_layer(layer):
-    """Whether `layer`'s class, or a base class, is defined in `keras_norms.layers`."""
-    return any(
-        getattr(cls, "__module__", "").startswith("keras_norms.layers")
-        for cls in type(layer).__mro__
-    )
-
-
 def _slots(layer):
     """The `(variable attribute, regularizer attribute, target)` triples to set on `layer`."""
     rms = getattr(keras.layers, "RMSNormalization", None)
     if rms is not None and isinstance(layer, rms):
         return _SCALE_ONLY
-    if isinstance(layer, _keras_norm_classes()):
+    if isinstance(layer, KERAS_NORMALIZATION):
         return _GAMMA_BETA
-    if _is_keras_norms_layer(layer):
-        # Only a per-channel scale/shift counts: a variable named gamma/beta,
-        # or (before build) the matching *_regularizer attribute. A constant
-        # named `gamma` (e.g. an activation gain) is not a weight and is left out.
+    if is_normalization(layer) or isinstance(layer, NormPropMixin):
+        # The NormProp layers' per-unit gamma, beta are a normalization's scale and shift too. Only a
+        # variable counts: a gamma/beta variable, or (before build) the matching *_regularizer attribute.
         return tuple(
             slot
             for slot in _GAMMA_BETA

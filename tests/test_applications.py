@@ -29,8 +29,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_norms.convert import convert_normalization
-from keras_norms.convert import is_batch_normalization
+from keras_norms.models.convert import convert_normalization
+from keras_norms.models.convert import is_batch_normalization
 from keras_norms.layers import weight_standardization as wsl
 from tests.backend_utils import to_numpy
 

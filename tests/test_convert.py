@@ -16,10 +16,13 @@ import numpy as np
 import pytest
 
 import keras_norms
-from keras_norms.convert import TARGETS
-from keras_norms.convert import convert_normalization
-from keras_norms.freeze import fold_batch_normalization
-from keras_norms.freeze import freeze_normalization
+from keras_norms.models.convert import TARGETS
+from keras_norms.models.convert import convert_normalization
+from keras_norms.models.fold import fold_batch_normalization
+from keras_norms.models.freeze import freeze_normalization
+from keras_norms.layers import conversion_targets
+from keras_norms.layers import is_batch_normalization
+from keras_norms.layers import is_normalization
 from keras_norms.layers import weight_standardization as wsl
 from tests.backend_utils import layer_gradients
 from tests.backend_utils import to_numpy
@@ -462,3 +465,60 @@ def test_errors_name_the_layer_and_the_fix():
         convert_normalization(model, "group_norm", activations="fuse")
     with pytest.raises(ValueError, match="frozen"):
         freeze_normalization(model, frozen="yes")
+
+
+# ---------------------------------------------------------------- the layers' own conversion (issue 18)
+def _random_bn(cls=K.BatchNormalization, channels=8, **kwargs):
+    """A built BN (Keras Applications' axis=3 and epsilon) with random weights and statistics."""
+    bn = cls(axis=3, epsilon=1.001e-5, name="bn", **kwargs)
+    bn.build((None, 4, 4, channels))
+    rng = np.random.default_rng(7)
+    bn.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in bn.weights])
+    return bn
+
+
+@pytest.mark.parametrize("target", sorted(conversion_targets()))
+@pytest.mark.parametrize("source", [K.BatchNormalization, keras_norms.BatchNormalization])
+def test_each_layer_converts_from_a_batch_normalization_itself(target, source):
+    cls = conversion_targets()[target]
+    assert cls.conversion_target == target
+    bn = _random_bn(source)
+    old = numpy_weights(bn)
+    _, options, mapping = EXPECTED[target]
+    layer = cls.from_batch_normalization(bn, **options)
+    assert type(layer) is cls and layer.built and layer.name == "bn"
+    assert layer.axis == 3 and layer.epsilon == pytest.approx(1.001e-5)
+    if "groups" in layer.get_config():
+        assert layer.groups == 4  # 8 channels: the largest divisor <= 32 leaving >= 2 channels per group
+    new = numpy_weights(layer)
+    for new_name, old_name in mapping.items():
+        np.testing.assert_array_equal(new[new_name], old[old_name], err_msg=new_name)
+    second_moment = old["moving_variance"].astype(np.float64) + old["moving_mean"].astype(np.float64) ** 2
+    if target == "batch_group_norm":
+        assert_close(new["moving_second_moment"], second_moment)
+    if target == "memorized_batch_norm":
+        assert_close(new["memory_second_moment"][0], second_moment)
+        assert float(new["memory_count"]) == 1.0
+
+
+def test_conversion_options_win_and_groups_must_divide():
+    bn = _random_bn()
+    layer = keras_norms.BatchGroupNormalization.from_batch_normalization(bn, groups=2, epsilon=1e-3, name="bgn")
+    assert (layer.groups, layer.epsilon, layer.name) == (2, 1e-3, "bgn")
+    with pytest.raises(ValueError, match=r"it has 8 channels, which `groups`=3 does not divide"):
+        keras_norms.EvoNormS0.from_batch_normalization(bn, groups=3)
+    # With final_affine="group", the per-channel gamma and beta of the BN go to BCN's batch step.
+    bcn = keras_norms.BatchChannelNormalization.from_batch_normalization(bn, final_affine="group")
+    np.testing.assert_array_equal(to_numpy(bcn.batch_gamma), to_numpy(bn.gamma))
+    np.testing.assert_array_equal(to_numpy(bcn.batch_beta), to_numpy(bn.beta))
+    assert tuple(bcn.gamma.shape) == (4,)
+
+
+def test_one_predicate_each_for_batch_normalization_and_normalization():
+    bn_like = [K.BatchNormalization(), keras_norms.BatchNormalization(), keras_norms.GhostBatchNormalization(
+        virtual_batch_size=2)]
+    others = [K.LayerNormalization(), K.GroupNormalization(groups=1), keras_norms.TLU(), keras_norms.NormPropReLU(),
+              keras_norms.FilterResponseNormalization(), keras_norms.BatchGroupNormalization()]
+    kernels = [K.Dense(2), keras_norms.WSConv2D(2, 3), keras_norms.NormPropDense(2)]
+    assert [is_batch_normalization(layer) for layer in bn_like + others + kernels] == [True] * 3 + [False] * 9
+    assert [is_normalization(layer) for layer in bn_like + others + kernels] == [True] * 9 + [False] * 3

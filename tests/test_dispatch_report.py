@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import keras_norms
-from keras_norms import _backends
 from keras_norms import config
+from keras_norms.ops import _dispatch
 from keras_norms.ops import _replicas
 from tests.backend_utils import to_numpy
 
@@ -30,26 +30,24 @@ xla_only = pytest.mark.skipif(BACKEND == "torch", reason="the XLA kernels serve 
 
 
 # ------------------------------------------------------------------ every kernel declines with a reason
-def _kernel_modules():
-    """`{path: names of the kernels defined there (None: every public top-level function)}`.
+def registered_names(source):
+    """Names of the functions of `source` (a module's code) registered with `@kernel(...)`."""
+    names = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef):
+            for decorator in node.decorator_list:
+                if isinstance(decorator, ast.Call) and getattr(decorator.func, "id", None) == "kernel":
+                    names.add(node.name)
+    return names
 
-    Kernel modules are `_backends/*.py` but the package's dispatcher and the cross-replica and Double Forward
-    helpers; kernels that they import from elsewhere in the package (`ops/_group_norm_one_pass.py`) are
-    followed to their definitions.
-    """
+
+def _kernel_modules():
+    """`{path: names of the kernels defined there}`: every module under `_backends/` that registers one."""
     modules = {}
-    for path in sorted(BACKENDS_DIR.glob("*.py")):
-        if path.name == "__init__.py" or path.stem.endswith(("_distributed", "_double_forward")):
-            continue
-        modules[path] = None
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("keras_norms.ops"):
-                source = PACKAGE.parent / (node.module.replace(".", "/") + ".py")
-                if source.is_file():
-                    names = {alias.name for alias in node.names if not alias.name.startswith("_")}
-                    modules.setdefault(source, set())
-                    if modules[source] is not None:
-                        modules[source] |= names
+    for path in sorted(BACKENDS_DIR.rglob("*.py")):
+        names = registered_names(path.read_text())
+        if names:
+            modules[path] = names
     return modules
 
 
@@ -96,19 +94,64 @@ def test_the_scan_finds_a_silent_decline():
         "def _vector(t):\n    return None\n"
     )
     assert silent_declines(source) == [("_helper", 8), ("kernel", 3)]
+    registering = (
+        '@kernel("op", backends=("torch",))\ndef fast(x):\n    return None\n\n@other\ndef slow(x):\n    return\n'
+    )
+    assert registered_names(registering) == {"fast"}
+    assert silent_declines(registering, registered_names(registering)) == [("fast", 3)]
+
+
+def registrations(source):
+    """`[(op, backend, function)]` of the `@kernel("op", backends=(...))` decorators of `source` (literals)."""
+    found = []
+    for node in ast.parse(source).body:
+        for decorator in getattr(node, "decorator_list", ()):
+            if isinstance(decorator, ast.Call) and getattr(decorator.func, "id", None) == "kernel":
+                op = ast.literal_eval(decorator.args[0])
+                backends = ast.literal_eval(next(k.value for k in decorator.keywords if k.arg == "backends"))
+                backends = backends if isinstance(backends, tuple) else [backends]
+                found += [(op, backend, node.name) for backend in backends]
+    return found
+
+
+def registration_problems(sources):
+    """The registrations of `{path: source}` naming an unknown backend, or a second kernel of one op and backend."""
+    problems, seen = [], {}
+    for path, source in sources.items():
+        for op, backend, function in registrations(source):
+            if backend not in _dispatch.BACKENDS:
+                problems.append(f"{path}: {function} registers {op!r} for {backend!r}, not one of {_dispatch.BACKENDS}")
+            if (op, backend) in seen:
+                problems.append(f"{path}: {function} and {seen[op, backend]} are both the {backend} kernel of {op!r}")
+            seen[op, backend] = f"{path}: {function}"
+    return problems
+
+
+def test_registrations_name_known_backends_once():
+    assert registration_problems({p: p.read_text() for p in sorted(BACKENDS_DIR.rglob("*.py"))}) == []
+    bad = (
+        '@kernel("tlu", backends=("tourch",))\ndef a(x):\n    pass\n\n'
+        '@kernel("tlu", backends=("jax",))\ndef b(x):\n    pass\n'
+    )
+    assert registration_problems({"k.py": bad, "l.py": bad.replace("tourch", "torch")}) == [
+        "k.py: a registers 'tlu' for 'tourch', not one of ('tensorflow', 'jax', 'torch')",
+        "l.py: b and k.py: b are both the jax kernel of 'tlu'",
+    ]
 
 
 def test_every_kernel_declines_with_a_reason():
     modules = _kernel_modules()
-    scanned = {path.name for path in modules}
+    scanned = {path.relative_to(BACKENDS_DIR).as_posix() for path in modules}
     # The scan reaches the kernels of every backend, wherever they are defined.
-    assert {"torch.py", "torch_ghost.py", "xla_evonorm.py", "_group_norm_one_pass.py"} <= scanned, scanned
+    assert {"torch/batch_norm.py", "torch/ghost.py", "xla/evonorm.py", "xla/group_norm.py"} <= scanned, scanned
+    for fn in _dispatch.registered_kernels().values():  # the scan sees every kernel of this backend
+        assert fn.__name__ in modules.get(PACKAGE.parent / (fn.__module__.replace(".", "/") + ".py"), ()), fn
     problems = []
     for path, names in modules.items():
         for function, line in silent_declines(path.read_text(), names):
             problems.append(f"{path.relative_to(PACKAGE.parent)}:{line} ({function})")
     assert not problems, (
-        "a kernel declines without a reason; return `decline(\"reason in words\")` (from keras_norms._backends) "
+        "a kernel declines without a reason; return `decline(\"reason in words\")` (from keras_norms.ops._dispatch) "
         "instead of None at: " + ", ".join(problems)
     )
 
@@ -143,14 +186,14 @@ def test_switched_off_and_no_kernel_reasons():
 
 def test_a_declined_kernel_is_never_a_result(monkeypatch):
     """A `Declined` is falsy and not a tensor: dispatch runs the reference and records the kernel's reason."""
-    module = _backends.backend_module()
-    monkeypatch.setattr(module, "group_norm", lambda *args, **kwargs: _backends.decline("a test reason"),
-                        raising=False)
+    key = ("group_norm", BACKEND)
+    assert key in _dispatch.registered_kernels(BACKEND)  # loads the backend's kernels before one is replaced
+    monkeypatch.setitem(_dispatch._kernels, key, lambda *args, **kwargs: _dispatch.decline("a test reason"))
     x = _x(4, 3, 6)
     with config.record_dispatch() as calls:
         y = keras_norms.ops.group_norm(x, groups=2)
     assert calls == [("group_norm", "reference", "a test reason")]
-    assert not _backends.decline("a test reason")
+    assert not _dispatch.decline("a test reason")
     with config.fast_paths(False):
         expected = keras_norms.ops.group_norm(x, groups=2)
     np.testing.assert_array_equal(to_numpy(y), to_numpy(expected))
@@ -207,32 +250,32 @@ def test_torch_kernels_name_the_dtype_they_decline():
     # The ops upcast 16-bit inputs before dispatching, so a direct call is the only way a kernel sees one.
     import torch
 
-    from keras_norms._backends import torch as kernels
+    kernels = {op: fn for (op, _), fn in _dispatch.registered_kernels("torch").items()}
 
     half = torch.zeros((4, 3, 5, 6), dtype=torch.float16)
     expected = "float16 input (kernel takes float32/float64)"
-    assert kernels.batch_norm(half).reason == expected
-    assert kernels.batch_norm_inference(half, torch.zeros(6), torch.ones(6)).reason == expected
-    assert kernels.ghost_batch_norm(half, virtual_batch_size=2).reason == expected
-    assert kernels.evonorm_s0(half, groups=2).reason == expected
-    assert kernels.norm_prop_relu(half.bfloat16()).reason == "bfloat16 input (kernel takes float32/float64)"
-    assert kernels.tlu(np.zeros((4, 6), "float32"), np.zeros(6)).reason == "input is a ndarray, not a torch tensor"
+    assert kernels["batch_norm"](half).reason == expected
+    assert kernels["batch_norm_inference"](half, torch.zeros(6), torch.ones(6)).reason == expected
+    assert kernels["ghost_batch_norm"](half, virtual_batch_size=2).reason == expected
+    assert kernels["evonorm_s0"](half, groups=2).reason == expected
+    assert kernels["norm_prop_relu"](half.bfloat16()).reason == "bfloat16 input (kernel takes float32/float64)"
+    assert kernels["tlu"](np.zeros((4, 6), "float32"), np.zeros(6)).reason == "input is a ndarray, not a torch tensor"
     # float16 is the TLU kernel's own: it runs.
-    assert not isinstance(kernels.tlu(half, torch.zeros(6)), _backends.Declined)
+    assert not isinstance(kernels["tlu"](half, torch.zeros(6)), _dispatch.Declined)
 
 
 @xla_only
 def test_xla_kernels_name_what_they_decline():
-    from keras_norms._backends import xla_evonorm
-    from keras_norms.ops import _group_norm_one_pass
+    from keras_norms._backends.xla import evonorm
+    from keras_norms._backends.xla import group_norm
 
     half = keras.ops.zeros((4, 3, 5, 6), dtype="float16")
     expected = "float16 input (kernel takes float32/float64)"
-    assert _group_norm_one_pass.group_norm_one_pass(half, groups=2).reason == expected
-    assert _group_norm_one_pass.batch_group_norm_one_pass(half, groups=2).reason == expected
-    assert xla_evonorm.evonorm_s0(half, groups=2).reason == expected
-    assert xla_evonorm.evonorm_b0(keras.ops.zeros((4, 6)), axis=1).reason == "rank-2 input (kernel takes rank >= 3)"
-    assert xla_evonorm.evonorm_b0_custom_gradient(half).reason == expected
+    assert group_norm.group_norm_one_pass(half, groups=2).reason == expected
+    assert group_norm.batch_group_norm_one_pass(half, groups=2).reason == expected
+    assert evonorm.evonorm_s0(half, groups=2).reason == expected
+    assert evonorm.evonorm_b0(keras.ops.zeros((4, 6)), axis=1).reason == "rank-2 input (kernel takes rank >= 3)"
+    assert evonorm.evonorm_b0_custom_gradient(half).reason == expected
 
 
 # ------------------------------------------------------------------ fast_path_report

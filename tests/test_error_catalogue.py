@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 
 import keras_norms
-from keras_norms import convert
 from keras_norms import ops as kops
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -92,14 +91,6 @@ def _tune(compiled=True, **kwargs):
 def _tune_needs_batch_size():
     model = _sequential(keras.layers.Flatten(), keras_norms.BatchNormalization(name="bn"), shape=(2, 3))
     return keras_norms.tune_inference_example_weight(model, _x(4, 2, 3), metric=lambda y, p: 0.0, y=_x(4, 6))
-
-
-def _convert_target_missing(monkeypatch):
-    def missing():
-        raise ImportError("No module named 'keras_norms.layers.future'")
-
-    monkeypatch.setitem(convert._TARGETS, "group_norm", (missing,) + convert._TARGETS["group_norm"][1:])
-    return keras_norms.convert_normalization(_bn_net(), "group_norm")
 
 
 def _schedule_without_renorm():
@@ -215,7 +206,6 @@ TRIGGERS = {
     "convert-options-with-callable": lambda: keras_norms.convert_normalization(
         _bn_net(), lambda layer: keras.layers.LayerNormalization(name=layer.name), groups=2
     ),
-    "convert-target-missing": _convert_target_missing,
     "convert-convolutions": lambda: keras_norms.convert_normalization(_bn_net(), "group_norm", convolutions="all"),
     "convert-activations": lambda: keras_norms.convert_normalization(_bn_net(), "filter_response_norm",
                                                                       activations="tlu"),

@@ -3,9 +3,12 @@
 Every kernel must equal the `keras.ops` reference in outputs and gradients
 (the fused torch BN Keras shipped and reverted had wrong gradients, keras PR
 #19102). The per-layer comparison lives in `test_conformance.py`; here each
-kernel is checked op by op on the layouts it claims.
+kernel is checked op by op on the layouts it claims. The kernels are those of
+the registry (`keras_norms.ops._dispatch.registered_kernels`), and each one
+needs a parity case in `PARITY_CASES`.
 """
 
+import inspect
 import os
 import subprocess
 import sys
@@ -15,8 +18,8 @@ import numpy as np
 import pytest
 
 import keras_norms
-from keras_norms import _backends
 from keras_norms import config
+from keras_norms.ops import _dispatch
 from tests.backend_utils import layer_gradients
 from tests.backend_utils import to_numpy
 from tests.tolerances import GRADIENT
@@ -24,6 +27,8 @@ from tests.tolerances import assert_close
 
 BACKEND = keras.backend.backend()
 OFF = "fast paths switched off"
+# Where a case's kernel runs: the last entry of every parity case.
+TORCH, XLA, ALL, NONE = ("torch",), ("tensorflow", "jax"), ("torch", "tensorflow", "jax"), ()
 
 
 def _paths(calls):
@@ -33,45 +38,37 @@ def _paths(calls):
         assert record.reason is None or (isinstance(record.reason, str) and record.reason), record
     return [record[:2] for record in calls]
 
-# (op, shape, kwargs, runs the kernel on torch?)
+# (op, shape, kwargs, backends whose kernel runs)
 TORCH_KERNEL_CASES = [
-    ("batch_norm", (8, 5, 5, 6), dict(axis=-1), True),
-    ("batch_norm", (8, 6, 5, 5), dict(axis=1), True),
-    ("batch_norm", (8, 6), dict(axis=-1), True),
-    ("batch_norm", (4, 7, 6), dict(axis=2), True),
-    ("batch_norm", (2, 3, 3, 3, 4), dict(axis=-1), True),
-    ("batch_norm", (4, 6, 5, 5), dict(axis=2), False),  # channels in the middle: a copy
-    ("batch_norm", (1, 6), dict(axis=-1), False),  # one value per channel: torch rejects
-    ("batch_norm", (4, 5, 6), dict(axis=-1, mask=True), False),
-    ("batch_norm_inference", (8, 5, 5, 6), dict(axis=-1), True),
-    ("batch_norm_inference", (8, 6, 5, 5), dict(axis=1), True),
-    ("batch_norm_inference", (1, 6), dict(axis=-1), True),
-    ("batch_norm_inference", (8, 5, 5, 6), dict(axis=-1, example_weight=0.25), False),
-    ("batch_norm_inference", (4, 6, 5, 5), dict(axis=2), False),
+    ("batch_norm", (8, 5, 5, 6), dict(axis=-1), TORCH),
+    ("batch_norm", (8, 6, 5, 5), dict(axis=1), TORCH),
+    ("batch_norm", (8, 6), dict(axis=-1), TORCH),
+    ("batch_norm", (4, 7, 6), dict(axis=2), TORCH),
+    ("batch_norm", (2, 3, 3, 3, 4), dict(axis=-1), TORCH),
+    ("batch_norm", (4, 6, 5, 5), dict(axis=2), NONE),  # channels in the middle: a copy
+    ("batch_norm", (1, 6), dict(axis=-1), NONE),  # one value per channel: torch rejects
+    ("batch_norm", (4, 5, 6), dict(axis=-1, mask=True), NONE),
+    ("batch_norm_inference", (8, 5, 5, 6), dict(axis=-1), TORCH),
+    ("batch_norm_inference", (8, 6, 5, 5), dict(axis=1), TORCH),
+    ("batch_norm_inference", (1, 6), dict(axis=-1), TORCH),
+    ("batch_norm_inference", (8, 5, 5, 6), dict(axis=-1, example_weight=0.25), NONE),
+    ("batch_norm_inference", (4, 6, 5, 5), dict(axis=2), NONE),
 ]
-_EVONORM_KERNELS = {"evonorm_b0", "evonorm_b0_inference", "evonorm_s0"}
-EXPECTED_KERNELS = {
-    "torch": {"batch_norm", "batch_norm_inference", "batch_group_norm", "group_norm", "tlu", "ghost_batch_norm",
-              "norm_prop_relu", "memorized_batch_norm"}
-    | _EVONORM_KERNELS,
-    "tensorflow": {"batch_group_norm", "group_norm", "evonorm_b0", "evonorm_s0"},
-    "jax": {"batch_group_norm", "group_norm", "evonorm_b0", "evonorm_s0"},
-}
-# Ops that have no kernel on any backend (checked to stay that way, so that a new kernel is declared above).
+# Ops that have no kernel on any backend (checked to stay that way).
 NO_KERNEL = ("normalize", "filter_response_norm", "proxy_norm")
 
-# EvoNorm kernels: (op, shape, kwargs, backends where the kernel runs: "all", "xla" or "torch"). torch takes the
-# channel axis 1 or last (a free view); the XLA kernels any axis, and B0's inference has no XLA kernel (the same moments code for B0 and S0, checked on S0).
-# `offset` shifts the input: at |mean|/std = 150 a one-pass variance without the shift would cancel.
+# EvoNorm kernels: (op, shape, kwargs, backends whose kernel runs). torch takes the channel axis 1 or last (a free
+# view); the XLA kernels any axis, and B0's inference has no XLA kernel (the same moments code for B0 and S0,
+# checked on S0). `offset` shifts the input: at |mean|/std = 150 a one-pass variance without the shift would cancel.
 EVONORM_CASES = [
-    ("evonorm_b0", (6, 5, 4, 8), dict(axis=-1), "all"),
-    ("evonorm_b0", (5, 8, 3, 4), dict(axis=1), "all"),
-    ("evonorm_b0", (1, 6, 7), dict(axis=-1, offset=300.0), "all"),  # batch 1: batch variance = instance one
-    ("evonorm_b0_inference", (6, 5, 4, 8), dict(axis=-1), "torch"),
-    ("evonorm_s0", (4, 5, 4, 8), dict(axis=-1, groups=4), "all"),
-    ("evonorm_s0", (3, 8, 5, 2), dict(axis=1, groups=-1), "all"),
-    ("evonorm_s0", (3, 5, 8, 2), dict(axis=2, groups=2), "xla"),
-    ("evonorm_s0", (2, 6, 4, 8), dict(axis=-1, groups=2, offset=300.0), "all"),
+    ("evonorm_b0", (6, 5, 4, 8), dict(axis=-1), ALL),
+    ("evonorm_b0", (5, 8, 3, 4), dict(axis=1), ALL),
+    ("evonorm_b0", (1, 6, 7), dict(axis=-1, offset=300.0), ALL),  # batch 1: batch variance = instance one
+    ("evonorm_b0_inference", (6, 5, 4, 8), dict(axis=-1), TORCH),
+    ("evonorm_s0", (4, 5, 4, 8), dict(axis=-1, groups=4), ALL),
+    ("evonorm_s0", (3, 8, 5, 2), dict(axis=1, groups=-1), ALL),
+    ("evonorm_s0", (3, 5, 8, 2), dict(axis=2, groups=2), XLA),
+    ("evonorm_s0", (2, 6, 4, 8), dict(axis=-1, groups=2, offset=300.0), ALL),
 ]
 
 
@@ -122,9 +119,17 @@ def _gradients(op, shape, kwargs):
     return [to_numpy(t) for t in (y, *tape.gradient(loss, [xt, g, b]))]
 
 
-def test_declared_kernels():
-    for name in sorted(set().union(*EXPECTED_KERNELS.values())) + list(NO_KERNEL):
-        assert _backends.has_kernel(name) == (name in EXPECTED_KERNELS[BACKEND]), name
+def test_registered_kernels_have_the_signature_of_their_op():
+    kernels = _dispatch.registered_kernels(BACKEND)
+    assert kernels, f"no kernel registered on {BACKEND}"
+    for (op, _), kernel in kernels.items():
+        public = getattr(keras_norms.ops, op, None)
+        assert public is not None, f"{kernel.__module__}.{kernel.__name__} is registered for {op!r}, not a public op"
+        # The op passes its arguments through, all but `synchronized` (decided before dispatching).
+        op_parameters = [p for p in inspect.signature(public).parameters if p != "synchronized"]
+        assert list(inspect.signature(kernel).parameters) == op_parameters, (op, kernel)
+    for op in NO_KERNEL:
+        assert getattr(keras_norms.ops, op) and not any(key[0] == op for key in kernels), op
 
 
 def _evonorm_gradients(op, shape, kwargs):
@@ -179,12 +184,11 @@ def _evonorm_gradients(op, shape, kwargs):
     return [to_numpy(o) for o in outs] + [to_numpy(g) for g in tape.gradient(total, leaves)]
 
 
-@pytest.mark.parametrize("op, shape, kwargs, where", EVONORM_CASES, ids=str)
-def test_evonorm_kernel_taken_or_declined_and_equal_to_reference(op, shape, kwargs, where):
+@pytest.mark.parametrize("op, shape, kwargs, backends", EVONORM_CASES, ids=str)
+def test_evonorm_kernel_taken_or_declined_and_equal_to_reference(op, shape, kwargs, backends):
     with config.record_dispatch() as calls:
         fast = _evonorm_gradients(op, shape, kwargs)
-    runs = where == "all" or (where == "xla") == (BACKEND != "torch")
-    assert _paths(calls) == [(op, "fast" if runs else "reference")]
+    assert _paths(calls) == [(op, "fast" if BACKEND in backends else "reference")]
     with config.fast_paths(False), config.record_dispatch() as calls:
         reference = _evonorm_gradients(op, shape, kwargs)
     assert calls == [(op, "reference", OFF)]
@@ -199,11 +203,11 @@ def test_evonorm_kernel_taken_or_declined_and_equal_to_reference(op, shape, kwar
         assert_close(a, b, err_msg=name, **tolerance)
 
 
-@pytest.mark.parametrize("op, shape, kwargs, on_torch", TORCH_KERNEL_CASES, ids=str)
-def test_kernel_taken_or_declined_and_equal_to_reference(op, shape, kwargs, on_torch):
+@pytest.mark.parametrize("op, shape, kwargs, backends", TORCH_KERNEL_CASES, ids=str)
+def test_kernel_taken_or_declined_and_equal_to_reference(op, shape, kwargs, backends):
     with config.record_dispatch() as calls:
         fast = _gradients(op, shape, kwargs)
-    expected_path = "fast" if (on_torch and BACKEND == "torch") else "reference"
+    expected_path = "fast" if BACKEND in backends else "reference"
     assert _paths(calls) == [(op, expected_path)]
     with config.fast_paths(False), config.record_dispatch() as calls:
         reference = _gradients(op, shape, kwargs)
@@ -237,14 +241,14 @@ def _outputs_and_gradients(fn, arrays):
     return [to_numpy(o) for o in outs] + [to_numpy(g) for g in tape.gradient(loss, leaves)]
 
 
-# Ghost BN: (shape, axis, virtual_batch_size, runs the kernel on torch?). `offset` in the id: |mean|/std = 100.
+# Ghost BN: (shape, axis, virtual_batch_size, backends whose kernel runs). `offset` in the id: |mean|/std = 100.
 GHOST_CASES = [
-    ((8, 5, 5, 6), -1, 2, True),
-    ((8, 6, 5, 5), 1, 4, True),
-    ((12, 6), -1, 3, True),
-    ((6, 3, 4, 2, 5), -1, 2, True),
-    ((8, 5, 6, 4), 2, 2, False),  # channels in the middle
-    ((7, 5, 6), -1, 2, False),  # 2 does not divide 7: the reference pads and masks
+    ((8, 5, 5, 6), -1, 2, TORCH),
+    ((8, 6, 5, 5), 1, 4, TORCH),
+    ((12, 6), -1, 3, TORCH),
+    ((6, 3, 4, 2, 5), -1, 2, TORCH),
+    ((8, 5, 6, 4), 2, 2, NONE),  # channels in the middle
+    ((7, 5, 6), -1, 2, NONE),  # 2 does not divide 7: the reference pads and masks
 ]
 
 
@@ -266,13 +270,13 @@ def _ghost_gradients(shape, axis, virtual_batch_size, offset=0.5):
     return _outputs_and_gradients(outputs, (x, gamma, beta))
 
 
-@pytest.mark.parametrize("shape, axis, virtual_batch_size, on_torch", GHOST_CASES, ids=str)
+@pytest.mark.parametrize("shape, axis, virtual_batch_size, backends", GHOST_CASES, ids=str)
 @pytest.mark.parametrize("offset", [0.5, 200.0])
-def test_ghost_kernel_equals_reference_outputs_statistics_and_gradients(shape, axis, virtual_batch_size, on_torch,
+def test_ghost_kernel_equals_reference_outputs_statistics_and_gradients(shape, axis, virtual_batch_size, backends,
                                                                          offset):
     with config.record_dispatch() as calls:
         fast = _ghost_gradients(shape, axis, virtual_batch_size, offset)
-    assert _paths(calls) == [("ghost_batch_norm", "fast" if (on_torch and BACKEND == "torch") else "reference")]
+    assert _paths(calls) == [("ghost_batch_norm", "fast" if BACKEND in backends else "reference")]
     with config.fast_paths(False), config.record_dispatch() as calls:
         reference = _ghost_gradients(shape, axis, virtual_batch_size, offset)
     assert calls == [("ghost_batch_norm", "reference", OFF)]
@@ -283,14 +287,14 @@ def test_ghost_kernel_equals_reference_outputs_statistics_and_gradients(shape, a
         assert_close(a, b, err_msg=name, **tolerance)
 
 
-# MBN training: (shape, axis, count, memory_weights, runs the kernel on torch?). count 0: an empty memory (BN);
+# MBN training: (shape, axis, count, memory_weights, backends whose kernel runs). count 0: an empty memory (BN);
 # 2: three of four slots used; 6: a wrapped ring buffer.
 MEMORIZED_CASES = [
-    ((6, 4, 4, 5), -1, 0, None, True),
-    ((6, 4, 4, 5), -1, 2, None, True),
-    ((6, 5, 4, 4), 1, 6, None, True),
-    ((8, 5), -1, 6, (4.0, 2.0, 1.0, 1.0), True),
-    ((6, 5, 4, 4), 2, 2, None, False),  # channels in the middle
+    ((6, 4, 4, 5), -1, 0, None, TORCH),
+    ((6, 4, 4, 5), -1, 2, None, TORCH),
+    ((6, 5, 4, 4), 1, 6, None, TORCH),
+    ((8, 5), -1, 6, (4.0, 2.0, 1.0, 1.0), TORCH),
+    ((6, 5, 4, 4), 2, 2, None, NONE),  # channels in the middle
 ]
 
 
@@ -312,13 +316,13 @@ def _memorized_gradients(shape, axis, count, memory_weights, offset):
     return _outputs_and_gradients(outputs, (x, gamma, beta))
 
 
-@pytest.mark.parametrize("shape, axis, count, memory_weights, on_torch", MEMORIZED_CASES, ids=str)
+@pytest.mark.parametrize("shape, axis, count, memory_weights, backends", MEMORIZED_CASES, ids=str)
 @pytest.mark.parametrize("offset", [0.5, 100.0])
-def test_memorized_kernel_equals_reference_outputs_memory_and_gradients(shape, axis, count, memory_weights, on_torch,
+def test_memorized_kernel_equals_reference_outputs_memory_and_gradients(shape, axis, count, memory_weights, backends,
                                                                          offset):
     with config.record_dispatch() as calls:
         fast = _memorized_gradients(shape, axis, count, memory_weights, offset)
-    assert _paths(calls) == [("memorized_batch_norm", "fast" if (on_torch and BACKEND == "torch") else "reference")]
+    assert _paths(calls) == [("memorized_batch_norm", "fast" if BACKEND in backends else "reference")]
     with config.fast_paths(False), config.record_dispatch() as calls:
         reference = _memorized_gradients(shape, axis, count, memory_weights, offset)
     assert calls == [("memorized_batch_norm", "reference", OFF)]
@@ -357,8 +361,12 @@ def test_memorized_inference_takes_the_bn_inference_kernel(shape, axis):
     assert_close(fast, expected, err_msg="vs NumPy")
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_norm_prop_relu_kernel_equals_reference_and_numpy(dtype):
+# NormPropReLU: (dtype, backends whose kernel runs).
+NORM_PROP_RELU_CASES = [("float32", TORCH), ("float64", TORCH)]
+
+
+@pytest.mark.parametrize("dtype, backends", NORM_PROP_RELU_CASES, ids=str)
+def test_norm_prop_relu_kernel_equals_reference_and_numpy(dtype, backends):
     rng = np.random.default_rng(11)
     x = rng.normal(size=(4, 5, 6)).astype(dtype)
     x.reshape(-1)[::7] = 0.0  # at 0 the ReLU's gradient is 0 on every path
@@ -379,7 +387,7 @@ def test_norm_prop_relu_kernel_equals_reference_and_numpy(dtype):
 
     with config.record_dispatch() as calls:
         fast = run()
-    assert calls and set(_paths(calls)) == {("norm_prop_relu", "fast" if BACKEND == "torch" else "reference")}
+    assert calls and set(_paths(calls)) == {("norm_prop_relu", "fast" if BACKEND in backends else "reference")}
     with config.fast_paths(False):
         reference = run()
     np.testing.assert_array_equal(fast[0], reference[0])
@@ -391,14 +399,15 @@ def test_norm_prop_relu_kernel_equals_reference_and_numpy(dtype):
     assert_close(fast[1], upstream * (x > 0) / std)
 
 
-# TLU: (shape, axis, dtype). Every other input equals its channel's tau, so ties are tested: PyTorch's and JAX's
-# `maximum` split their gradient in half, TensorFlow's gives it to x; the torch kernel must do as torch does.
+# TLU: (shape, axis, dtype, backends whose kernel runs). Every other input equals its channel's tau, so ties are
+# tested: PyTorch's and JAX's `maximum` split their gradient in half, TensorFlow's gives it to x; the torch kernel
+# must do as torch does.
 TLU_CASES = [
-    ((4, 5, 3, 6), -1, "float32"),
-    ((3, 6, 4, 2), 1, "float32"),
-    ((5, 6), -1, "float32"),
-    ((2, 3, 6, 4), 2, "float32"),
-    ((4, 5, 3, 6), -1, "float16"),
+    ((4, 5, 3, 6), -1, "float32", TORCH),
+    ((3, 6, 4, 2), 1, "float32", TORCH),
+    ((5, 6), -1, "float32", TORCH),
+    ((2, 3, 6, 4), 2, "float32", TORCH),
+    ((4, 5, 3, 6), -1, "float16", TORCH),
 ]
 
 
@@ -419,11 +428,11 @@ def _tlu_gradients(shape, axis, dtype):
     return _outputs_and_gradients(outputs, (x, tau)), (x, tau, ties, upstream)
 
 
-@pytest.mark.parametrize("shape, axis, dtype", TLU_CASES, ids=str)
-def test_tlu_kernel_equals_reference_and_numpy_with_ties(shape, axis, dtype):
+@pytest.mark.parametrize("shape, axis, dtype, backends", TLU_CASES, ids=str)
+def test_tlu_kernel_equals_reference_and_numpy_with_ties(shape, axis, dtype, backends):
     with config.record_dispatch() as calls:
         fast, (x, tau, ties, upstream) = _tlu_gradients(shape, axis, dtype)
-    assert _paths(calls) == [("tlu", "fast" if BACKEND == "torch" else "reference")]
+    assert _paths(calls) == [("tlu", "fast" if BACKEND in backends else "reference")]
     with config.fast_paths(False), config.record_dispatch() as calls:
         reference, _ = _tlu_gradients(shape, axis, dtype)
     assert calls == [("tlu", "reference", OFF)]
@@ -440,6 +449,100 @@ def test_tlu_kernel_equals_reference_and_numpy_with_ties(shape, axis, dtype):
         assert a.dtype == np.dtype(dtype), name
         assert_close(a, b, err_msg=f"{name}: fast path vs reference", **tolerance)
         assert_close(a, e, err_msg=f"{name}: vs NumPy", **tolerance)
+
+
+# Group and Batch-Group norm: (op, shape, kwargs, backends whose kernel runs). More layouts and the precision at a
+# large mean: tests/layers/test_batch_channel_normalization.py and test_batch_group_normalization.py.
+GROUP_CASES = [
+    ("group_norm", (4, 6, 6, 8), dict(axis=-1, groups=4), ALL),
+    ("group_norm", (4, 8, 6, 6), dict(axis=1, groups=4), ALL),
+    ("group_norm", (3, 4, 6, 2), dict(axis=2, groups=3), XLA),  # torch: channels in the middle, no free view
+    ("batch_group_norm", (8, 5, 5, 6), dict(axis=-1, groups=3, examples_per_group=2), ALL),
+    ("batch_group_norm", (6, 6, 5, 4), dict(axis=1, groups=2, examples_per_group=3), ALL),
+    ("batch_group_norm", (5, 4, 6), dict(axis=-1, groups=2, examples_per_group=2), XLA),  # torch: 2 does not divide 5
+]
+
+
+def _group_gradients(op, shape, kwargs, offset):
+    """`(y, [mean, second moment,] d/dx, d/dgamma, d/dbeta)` of a loss that uses every output."""
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=shape) * 2 + offset).astype("float32")
+    c = shape[kwargs["axis"]]
+    gamma, beta = rng.uniform(0.5, 1.5, c).astype("float32"), rng.normal(size=c).astype("float32")
+    up, up_mean, up_second = (rng.normal(size=s).astype("float32") for s in (shape, c, c))
+
+    def outputs(xv, g, b):
+        result = getattr(keras_norms.ops, op)(xv, g, b, epsilon=1e-3, **kwargs)
+        outs = tuple(result) if op == "batch_group_norm" else (result,)
+        t = keras.ops.convert_to_tensor
+        loss = sum(keras.ops.sum(o * t(u)) for o, u in zip(outs, (up, up_mean, up_second)))
+        return loss, outs
+
+    return _outputs_and_gradients(outputs, (x, gamma, beta))
+
+
+@pytest.mark.parametrize("op, shape, kwargs, backends", GROUP_CASES, ids=str)
+@pytest.mark.parametrize("offset", [0.5, 100.0])
+def test_group_kernels_equal_reference_outputs_statistics_and_gradients(op, shape, kwargs, backends, offset):
+    with config.record_dispatch() as calls:
+        fast = _group_gradients(op, shape, kwargs, offset)
+    assert _paths(calls) == [(op, "fast" if BACKEND in backends else "reference")]
+    with config.fast_paths(False), config.record_dispatch() as calls:
+        reference = _group_gradients(op, shape, kwargs, offset)
+    assert calls == [(op, "reference", OFF)]
+    names = ["y", "mean", "second moment"][: len(fast) - 3] + ["d/dx", "d/dgamma", "d/dbeta"]
+    for name, a, b in zip(names, fast, reference):
+        # At |mean|/std = 50 the float32 two-pass reference itself is off by ~1e-5 (its mean sums large values).
+        tolerance = GRADIENT if name.startswith("d/") else dict(rtol=1e-5, atol=1e-5 * max(1.0, offset))
+        assert_close(a, b, err_msg=name, **tolerance)
+
+
+# Every kernel's parity cases, keyed by op: each case compares the kernel's outputs and gradients with the
+# reference's (fast paths on and off) and ends with the backends whose kernel it runs.
+PARITY_CASES = {
+    "batch_norm": [case for case in TORCH_KERNEL_CASES if case[0] == "batch_norm"],
+    "batch_norm_inference": [case for case in TORCH_KERNEL_CASES if case[0] == "batch_norm_inference"],
+    "ghost_batch_norm": GHOST_CASES,
+    "memorized_batch_norm": MEMORIZED_CASES,
+    "group_norm": [case for case in GROUP_CASES if case[0] == "group_norm"],
+    "batch_group_norm": [case for case in GROUP_CASES if case[0] == "batch_group_norm"],
+    "norm_prop_relu": NORM_PROP_RELU_CASES,
+    "tlu": TLU_CASES,
+    **{op: [case for case in EVONORM_CASES if case[0] == op] for op in ("evonorm_b0", "evonorm_b0_inference",
+                                                                         "evonorm_s0")},
+}
+
+
+def missing_parity_cases(kernels, parity_cases, backend):
+    """Messages for the registered `{(op, backend): kernel}` without a parity case that runs them on `backend`."""
+    missing = []
+    for (op, _), kernel in sorted(kernels.items()):
+        if not any(backend in case[-1] for case in parity_cases.get(op, ())):
+            missing.append(
+                f"the kernel {kernel.__module__}.{kernel.__name__} of {op!r} has no parity case on {backend}: add to "
+                f"PARITY_CASES[{op!r}] in tests/test_fast_paths.py a case ending with the backends whose kernel it "
+                f"runs, e.g. {(backend,)}, whose test compares the outputs and gradients of keras_norms.ops.{op} "
+                "with fast paths on and off (`config.fast_paths(False)`) and asserts the path taken (see GROUP_CASES "
+                "and test_group_kernels_equal_reference_outputs_statistics_and_gradients)"
+            )
+    return missing
+
+
+def test_every_kernel_has_a_parity_case():
+    missing = missing_parity_cases(_dispatch.registered_kernels(BACKEND), PARITY_CASES, BACKEND)
+    assert not missing, "\n".join(missing)
+
+
+def test_a_kernel_without_a_parity_case_is_reported():
+    def fast(x):
+        return x
+
+    kernels = {("new_norm", "jax"): fast, ("tlu", "jax"): fast}
+    (message,) = missing_parity_cases(kernels, {"tlu": [(None, ("jax",))]}, "jax")
+    assert "of 'new_norm' has no parity case on jax: add to PARITY_CASES['new_norm'] in tests/test_fast_paths.py" in (
+        message)
+    messages = missing_parity_cases(kernels, {"tlu": [(None, TORCH)]}, "jax")  # a case, but not one run on jax
+    assert "fast of 'tlu' has no parity case on jax" in messages[1]
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the F.batch_norm kernel exists on torch only")

@@ -35,6 +35,8 @@ def test_math_and_layers_never_import_a_backend(folder):
 
 def test_layers_never_branch_on_the_backend():
     for path in list((PACKAGE / "layers").rglob("*.py")) + list((PACKAGE / "ops").rglob("*.py")):
+        if path == PACKAGE / "ops" / "_dispatch.py":  # the kernel registry: where the active backend is looked up
+            continue
         assert "backend()" not in path.read_text(), f"{path} asks which backend runs"
 
 

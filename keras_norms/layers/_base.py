@@ -1,8 +1,11 @@
-"""Shared anatomy of the normalization layers: argument checks and state.
+"""Shared anatomy of the keras_norms layers: argument checks, storage, weights, config and conversion.
 
 Every layer reports a bad argument the same way (a `ValueError` naming the
-layer, the argument, the value and the fix) and creates its non-trainable
-state the same way (`trainable=False`, `autocast=False`).
+layer, the argument, the value and the fix), stores its constructor
+arguments and serializes them back the same way (`LayerArguments`), creates
+its scale, shift and non-trainable state the same way (`autocast=False`),
+and, when it can replace a batch normalization, says so itself
+(`NormalizationLayer.from_batch_normalization`).
 """
 
 import inspect
@@ -11,17 +14,195 @@ import numbers
 
 import keras
 import numpy as np
+from keras import constraints
 from keras import initializers
+from keras import ops
+from keras import regularizers
 
 from keras_norms.ops import _stats
 
+# Argument name suffix -> (resolve, serialize) for the Keras objects a layer takes by name or instance.
+_KERAS_OBJECTS = {
+    "initializer": (initializers.get, initializers.serialize),
+    "regularizer": (regularizers.get, regularizers.serialize),
+    "constraint": (constraints.get, constraints.serialize),
+    "activation": (keras.activations.get, keras.activations.serialize),
+}
+_NOT_ARGUMENTS = ("self", "args", "kwargs", "__class__")
 
-class NormalizationLayer(keras.layers.Layer):
-    """Base class of the keras_norms normalization layers (not public)."""
+# The arguments of a batch normalization that a layer replacing it takes, where its constructor has them.
+BN_ARGUMENTS = (
+    "axis", "momentum", "epsilon", "center", "scale", "beta_initializer", "gamma_initializer", "beta_regularizer",
+    "gamma_regularizer", "beta_constraint", "gamma_constraint", "synchronized",
+)
+_MAX_DEFAULT_GROUPS = 32
+
+
+def _keras_object(name):
+    """`(resolve, serialize)` for the argument `name`, or None for a plain value."""
+    return _KERAS_OBJECTS.get(name.rsplit("_", 1)[-1])
+
+
+class LayerArguments:
+    """Argument checks, storage and config of every keras_norms layer (a mixin; not public).
+
+    `_store_arguments(locals())`, called by a constructor right after
+    `super().__init__(**kwargs)`, stores each of its arguments as the
+    attribute of the same name, in signature order: through
+    `self._check_<argument>(value)` where the class defines one (which
+    returns the value to store or raises), else resolved by Keras where the
+    name ends in `_initializer`, `_regularizer`, `_constraint` or is
+    `activation`, else verbatim. `_config_of(*names)` serializes them back,
+    and `NormalizationLayer.get_config` returns every stored argument, so
+    that a layer's config is its signature.
+    """
+
+    _momentum_fix = "Pass a float in [0, 1]."  # the fix of a bad `momentum` (a layer may say more)
+    _groups_note = ""  # appended to the error of a `groups` that does not divide the channels
 
     def _owner(self):
         """How error messages name this layer: its class and its name."""
         return f"{type(self).__name__} (layer '{self.name}')"
+
+    def _error(self, argument, value, fix):
+        return ValueError(f"{self._owner()}: invalid `{argument}`={value!r}. {fix}")
+
+    # ------------------------------------------------------------ storage
+    def _store_arguments(self, arguments):
+        names = tuple(name for name in arguments if name not in _NOT_ARGUMENTS)
+        for name in names:
+            value = arguments[name]
+            check = getattr(self, f"_check_{name}", None)
+            if check is not None:
+                value = check(value)
+            elif _keras_object(name) is not None:
+                value = _keras_object(name)[0](value)
+            setattr(self, name, value)
+        # A subclass constructor may store again what its parent's stored (new values, same names).
+        self._argument_names = tuple(dict.fromkeys(getattr(self, "_argument_names", ()) + names))
+
+    def _config_of(self, *names):
+        """`{name: the attribute, serialized}` for each of `names`."""
+        config = {}
+        for name in names:
+            value = getattr(self, name)
+            known = _keras_object(name)
+            config[name] = value if known is None else known[1](value)
+        return config
+
+    # ------------------------------------------------------------ checks
+    def _check_axis(self, axis):
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise self._error("axis", axis, "Pass one int, the channel axis (e.g. -1 or 1).")
+        return axis
+
+    def _check_bool(self, argument, value, fix="Pass True or False."):
+        if not isinstance(value, bool):
+            raise self._error(argument, value, fix)
+        return value
+
+    def _check_choice(self, argument, value, choices):
+        if value not in choices:
+            raise self._error(argument, value, f"Pass one of {list(choices)}.")
+        return value
+
+    def _check_positive_int(self, argument, value, fix):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self._error(argument, value, fix)
+        return value
+
+    def _check_positive(self, argument, value, fix=None):
+        """`value` as a finite float > 0; `fix` defaults to one quoting the class's default."""
+        number = as_float(value)
+        if number is None or not number > 0.0 or math.isinf(number):
+            raise self._error(argument, value, fix or positive_float_fix(type(self), argument))
+        return number
+
+    def _check_epsilon(self, epsilon):
+        return self._check_positive("epsilon", epsilon)
+
+    def _check_unit_float(self, argument, value, fix="Pass a float in [0, 1]."):
+        number = as_float(value)
+        if number is None or not 0.0 <= number <= 1.0:
+            raise self._error(argument, value, fix)
+        return number
+
+    def _check_momentum(self, momentum):
+        return self._check_unit_float("momentum", momentum, self._momentum_fix)
+
+    def _check_inference_example_weight(self, weight):
+        return self._check_unit_float("inference_example_weight", weight)
+
+    def _check_synchronized(self, synchronized):
+        fix = "Pass True (batch statistics over every replica) or False (each replica's own)."
+        return self._check_bool("synchronized", synchronized, fix)
+
+    def _check_groups(self, groups):
+        if isinstance(groups, bool) or not isinstance(groups, int) or (groups < 1 and groups != -1):
+            raise self._error(
+                "groups",
+                groups,
+                "Pass a positive int dividing the channel count, or -1 for one channel per group.",
+            )
+        return groups
+
+    def _groups_of(self, channels, input_shape):
+        """The number of groups of `channels` channels: `groups`, or `channels` for -1.
+
+        Raises:
+            ValueError: if `groups` does not divide `channels`, naming the
+                largest divisor not above it.
+        """
+        if self.groups == -1:
+            return channels
+        if channels % self.groups:
+            divisor = max(d for d in range(1, min(self.groups, channels) + 1) if channels % d == 0)
+            raise self._error(
+                "groups",
+                self.groups,
+                f"It must divide the {channels} channels of axis {self.axis} "
+                f"(input shape {tuple(input_shape)}): pass a divisor of {channels}, "
+                f"e.g. groups={divisor} (the largest one <= {self.groups}), or -1 "
+                f"for one channel per group.{self._groups_note}",
+            )
+        return self.groups
+
+    # ------------------------------------------------------------ weights
+    def _add_affine(self, name, shape, kind=None, initializer=None):
+        """A trainable float32 weight with the `<kind>_initializer`, `_regularizer`, `_constraint` attributes."""
+        kind = kind or name
+        return self.add_weight(
+            shape=shape,
+            name=name,
+            initializer=initializer or getattr(self, f"{kind}_initializer"),
+            regularizer=getattr(self, f"{kind}_regularizer", None),
+            constraint=getattr(self, f"{kind}_constraint", None),
+            trainable=True,
+            autocast=False,
+        )
+
+    def _add_gamma_beta(self, shape, gamma_initializer=None):
+        """Creates `gamma` (unless `scale=False`) then `beta` (unless `center=False`), as Keras BN does."""
+        if getattr(self, "scale", True):
+            self.gamma = self._add_affine("gamma", shape, initializer=gamma_initializer)
+        if getattr(self, "center", True):
+            self.beta = self._add_affine("beta", shape)
+
+
+class NormalizationLayer(LayerArguments, keras.layers.Layer):
+    """Base class of the keras_norms normalization layers (not public).
+
+    Besides the checks and storage of `LayerArguments`: the check of
+    `training`, of the input's channel axis, non-trainable state
+    (`_state`), `get_config` (every stored argument) and, for a class that
+    sets `conversion_target`, `from_batch_normalization`.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # The scale and shift, where the layer has them: created at build by `_add_gamma_beta`.
+        self.gamma = None
+        self.beta = None
 
     def __call__(self, *args, **kwargs):
         # `training` picks a Python branch of `call` (batch statistics and state updates, or not): a value that is
@@ -88,60 +269,89 @@ class NormalizationLayer(keras.layers.Layer):
             )
         return axis, channels
 
-    def _error(self, argument, value, fix):
-        return ValueError(
-            f"{type(self).__name__} (layer '{self.name}'): invalid "
-            f"`{argument}`={value!r}. {fix}"
-        )
+    def _check_rank(self, input_shape):
+        """Hook: raises a `ValueError` for an input rank the layer does not take (any rank >= 2 here)."""
 
-    def _check_axis(self, axis):
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise self._error("axis", axis, "Pass one int, the channel axis (e.g. -1 or 1).")
-        return axis
+    def _build_channels(self, input_shape):
+        """Checks the input shape; records the channel axis and the input spec; returns the channel count."""
+        self._check_rank(input_shape)
+        self._channel_axis, channels = self._channel_axis_and_size(input_shape)
+        self.input_spec = keras.InputSpec(ndim=len(input_shape), axes={self.axis: channels})
+        return channels
 
-    def _check_unit_float(self, argument, value):
-        number = _as_float(value)
-        if number is None or not 0.0 <= number <= 1.0:
-            raise self._error(argument, value, "Pass a float in [0, 1].")
-        return number
+    def compute_output_shape(self, input_shape):
+        _stats.canonical_axis(self.axis, len(input_shape), self._owner())
+        return input_shape
 
-    def _check_synchronized(self, synchronized):
-        if not isinstance(synchronized, bool):
-            raise self._error(
-                "synchronized",
-                synchronized,
-                "Pass True (batch statistics over every replica) or False (each replica's own).",
-            )
-        return synchronized
+    def get_config(self):
+        return {**super().get_config(), **self._config_of(*self._argument_names)}
 
-    def _check_epsilon(self, epsilon):
-        number = _as_float(epsilon)
-        if number is None or not number > 0.0 or math.isinf(number):
-            raise self._error("epsilon", epsilon, positive_float_fix(type(self), "epsilon"))
-        return number
+    # ------------------------------------------------------------ conversion
+    # The name `convert_normalization` knows the class by, set in the body of each class that can replace a
+    # batch normalization (a subclass does not inherit it: see `keras_norms.layers.conversion_targets`), and
+    # the two cells of its row in the targets table of the fine-tuning guide.
+    conversion_target = None
+    conversion_carries = "γ, β"
+    conversion_adds = "none"
+    # {new weight: BN weight} copied bit-equal by `from_batch_normalization` ("all": every weight, by name).
+    _carried_weights = {"gamma": "gamma", "beta": "beta"}
+    # The BN arguments the new layer takes, where its constructor has them (None: all it has).
+    _converted_arguments = BN_ARGUMENTS
 
-    def _add_gamma_beta(self, shape):
-        """Creates `gamma` (if `scale`) then `beta` (if `center`), as Keras BN does."""
-        if self.scale:
-            self.gamma = self.add_weight(
-                shape=shape,
-                name="gamma",
-                initializer=self.gamma_initializer,
-                regularizer=self.gamma_regularizer,
-                constraint=self.gamma_constraint,
-                trainable=True,
-                autocast=False,
-            )
-        if self.center:
-            self.beta = self.add_weight(
-                shape=shape,
-                name="beta",
-                initializer=self.beta_initializer,
-                regularizer=self.beta_regularizer,
-                constraint=self.beta_constraint,
-                trainable=True,
-                autocast=False,
-            )
+    @classmethod
+    def from_batch_normalization(cls, bn, **options):
+        """A layer of this class in place of the batch normalization `bn`, built, with the weights it can carry.
+
+        The arguments are `bn`'s `axis`, `momentum`, `epsilon`, `center`,
+        `scale`, gamma/beta initializers, regularizers and constraints,
+        `synchronized`, `name`, `dtype` and `trainable`, where this class's
+        constructor has them; a grouped layer gets, by default, the largest
+        divisor of the channel count $C$ that is <= 32 and leaves >= 2
+        channels per group; `options` override them all. The layer is built
+        for `bn`'s input shape, and the weights that keep their meaning are
+        copied from `bn` (the class's `conversion_carries`; the others, its
+        `conversion_adds`, are initialized or derived from `bn`'s moving
+        statistics). `keras_norms.convert_normalization` calls it for each
+        batch normalization of a model.
+
+        Args:
+            bn: a built `keras.layers.BatchNormalization` or
+                `keras_norms.BatchNormalization` (Ghost BN included).
+            **options: constructor arguments of this class, which win over
+                those taken from `bn`, e.g. `groups=16`.
+
+        Returns:
+            A new, built layer of this class.
+
+        Raises:
+            ValueError: if an explicit `groups` does not divide the channel
+                count, or the class rejects an argument or `bn`'s input
+                shape (its own message).
+
+        Example:
+
+        ```python
+        bn = keras.layers.BatchNormalization()
+        bn.build((None, 8, 8, 64))
+        bgn = keras_norms.BatchGroupNormalization.from_batch_normalization(bn, groups=16)
+        ```
+        """
+        layer = cls(**converted_arguments(bn, cls, options, cls._converted_arguments))
+        build_like(layer, bn)
+        if layer.built:
+            layer._carry_from_batch_normalization(bn)
+        return layer
+
+    def _carry_from_batch_normalization(self, bn):
+        carry_weights(bn, self, self._carried_weights)
+
+    def _update_moving(self, variable, value, momentum=None):
+        """Moves `variable` toward the batch statistic `value` (no gradient through it) by `momentum`."""
+        variable.assign(ops.cast(self._moving_average(variable, value, momentum), variable.dtype))
+
+    def _moving_average(self, variable, value, momentum=None):
+        momentum = self.momentum if momentum is None else momentum
+        return ops.cast(variable, value.dtype) * momentum + ops.stop_gradient(value) * (1.0 - momentum)
 
     def _state(self, name, shape, initializer):
         # A fresh copy: state never shares a (seeded) initializer object. Copied
@@ -182,7 +392,7 @@ def positive_float_fix(cls, argument):
     return f"Pass a positive float such as {short} (the default)."
 
 
-def _as_float(value):
+def as_float(value):
     if isinstance(value, bool):
         return None
     try:
@@ -190,3 +400,82 @@ def _as_float(value):
     except (TypeError, ValueError):
         return None
     return None if math.isnan(number) else number
+
+
+# ------------------------------------------------------------------ conversion from a batch normalization
+def constructor_arguments(cls):
+    """The constructor arguments of `cls` and of its bases up to `keras.layers.Layer` (for `**kwargs` chains)."""
+    names = set()
+    for base in cls.__mro__:
+        if base is keras.layers.Layer or not issubclass(base, keras.layers.Layer):
+            break
+        if "__init__" in vars(base):
+            names |= set(inspect.signature(base.__init__).parameters)
+    return names - set(_NOT_ARGUMENTS)
+
+
+def default_groups(channels):
+    """The largest divisor of `channels` that is <= 32 and leaves >= 2 channels per group (1 if none)."""
+    limit = min(_MAX_DEFAULT_GROUPS, channels // 2)
+    return max([g for g in range(1, limit + 1) if channels % g == 0], default=1)
+
+
+def bn_channels(bn):
+    """The channel count of the built batch normalization `bn`."""
+    variable = next(v for v in bn.weights if v.name in ("moving_mean", "gamma"))
+    return int(variable.shape[0])
+
+
+def converted_arguments(bn, cls, options, names=BN_ARGUMENTS):
+    """The constructor arguments of a `cls` replacing `bn`.
+
+    `bn`'s arguments among `names` (None: all) that `cls` takes, its `name`,
+    `dtype` and `trainable`, a default `groups` if `cls` takes one, then
+    `options`, which win.
+
+    Raises:
+        ValueError: if `options` has a `groups` that does not divide `bn`'s
+            channel count (without prefix: `convert_normalization` adds the
+            layer and the target).
+    """
+    config, accepted, channels = bn.get_config(), constructor_arguments(cls), bn_channels(bn)
+    kwargs = {k: v for k, v in config.items() if k in accepted and (names is None or k in names)}
+    kwargs.update(name=config["name"], dtype=config["dtype"], trainable=config["trainable"])
+    if "groups" in accepted:
+        kwargs["groups"] = default_groups(channels)
+    kwargs.update(options)
+    groups = options.get("groups")
+    if isinstance(groups, int) and groups > 0 and channels % groups:
+        raise ValueError(
+            f"it has {channels} channels, "
+            f"which `groups`={groups} does not divide. Pass a `groups` that divides the "
+            "channel count of every normalization layer, or leave `groups` out (the "
+            "default takes, per layer, the largest divisor <= 32 leaving >= 2 channels per group)."
+        )
+    return kwargs
+
+
+def build_like(layer, bn):
+    """Builds `layer` for the input shape `bn` was built for (if it was)."""
+    build_config = bn.get_build_config()
+    if build_config:
+        layer.build_from_config(build_config)
+
+
+def carry_weights(old, new, mapping):
+    """Assigns `old`'s weights to `new` as `{new weight name: old weight name}` says ("all": same names)."""
+    olds = {v.name: v for v in old.weights}
+    news = {v.name: v for v in new.weights}
+    if mapping == "all":
+        mapping = {name: name for name in news}
+    for target, source in mapping.items():
+        if target in news and source in olds and tuple(news[target].shape) == tuple(olds[source].shape):
+            # A copy: on JAX an assigned array is shared, and fit() donates (deletes) it.
+            news[target].assign(np.array(keras.ops.convert_to_numpy(olds[source])))
+
+
+def bn_moments(bn):
+    """`(moving mean, moving variance + mean**2)` of `bn`, in float64: the raw moments its statistics give."""
+    mean = np.asarray(keras.ops.convert_to_numpy(bn.moving_mean), np.float64)
+    variance = np.asarray(keras.ops.convert_to_numpy(bn.moving_variance), np.float64)
+    return mean, variance + mean**2

@@ -8,13 +8,10 @@ References:
 """
 
 import keras
-from keras import constraints
-from keras import initializers
 from keras import ops
-from keras import regularizers
 
 from keras_norms.layers._base import NormalizationLayer
-from keras_norms.layers._base import _as_float
+from keras_norms.layers._base import carry_weights
 from keras_norms.ops import _stats
 from keras_norms.ops import batch_channel as bcn_ops
 
@@ -157,6 +154,17 @@ class BatchChannelNormalization(NormalizationLayer):
           Normalization)
     """
 
+    _momentum_fix = (
+        "Pass a float in [0, 1], the weight of the old statistics "
+        "(the update rate is 1 - momentum; PyTorch's momentum=0.1 is 0.9)."
+    )
+    conversion_target = "batch_channel_norm"
+    conversion_carries = (
+        'γ, β (to the final affine; with `final_affine="group"`, to `batch_gamma`, `batch_beta`), moving mean and '
+        "variance"
+    )
+    conversion_adds = "`batch_gamma` = 1, `batch_beta` = 0 (group final affine: γ = 1, β = 0)"
+
     def __init__(
         self,
         groups=32,
@@ -179,100 +187,42 @@ class BatchChannelNormalization(NormalizationLayer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.groups = self._check_groups(groups)
-        self.mode = self._check_choice("mode", mode, _MODES)
-        self.final_affine = self._check_choice("final_affine", final_affine, _FINAL_AFFINES)
-        self.axis = self._check_axis(axis)
-        self.momentum = self._check_momentum(momentum)
-        self.epsilon = self._check_epsilon(epsilon)
-        self.center = center
-        self.scale = scale
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
-        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        self.gamma_constraint = constraints.get(gamma_constraint)
-        self.synchronized = self._check_synchronized(synchronized)
+        self._store_arguments(locals())
         self.batch_gamma = None
         self.batch_beta = None
-        self.gamma = None
-        self.beta = None
         self.moving_mean = None
         self.moving_variance = None
 
     # ------------------------------------------------------------ validation
-    def _check_groups(self, groups):
-        if isinstance(groups, bool) or not isinstance(groups, int) or (groups < 1 and groups != -1):
-            raise self._error(
-                "groups",
-                groups,
-                "Pass a positive int dividing the channel count, or -1 for one channel per group.",
-            )
-        return groups
+    def _check_mode(self, mode):
+        return self._check_choice("mode", mode, _MODES)
 
-    def _check_choice(self, argument, value, choices):
-        if value not in choices:
-            raise self._error(argument, value, f"Pass one of {list(choices)}.")
-        return value
-
-    def _check_momentum(self, value):
-        number = _as_float(value)
-        if number is None or not 0.0 <= number <= 1.0:
-            raise self._error(
-                "momentum",
-                value,
-                "Pass a float in [0, 1], the weight of the old statistics "
-                "(the update rate is 1 - momentum; PyTorch's momentum=0.1 is 0.9).",
-            )
-        return number
+    def _check_final_affine(self, final_affine):
+        return self._check_choice("final_affine", final_affine, _FINAL_AFFINES)
 
     # ----------------------------------------------------------------- state
     def build(self, input_shape):
-        ndim = len(input_shape)
-        axis, channels = self._channel_axis_and_size(input_shape)
-        if self.groups != -1 and channels % self.groups:
-            raise self._error(
-                "groups",
-                self.groups,
-                f"It must divide the {channels} channels of axis {self.axis} "
-                f"(input shape {tuple(input_shape)}): pass a divisor of "
-                f"{channels}, or -1 for one channel per group.",
-            )
-        self._channel_axis = axis
-        self._num_groups = channels if self.groups == -1 else self.groups
+        channels = self._build_channels(input_shape)
+        self._num_groups = self._groups_of(channels, input_shape)
         shape = (channels,)
         final_shape = shape if self.final_affine == "channel" else (self._num_groups,)
         if self.scale:
-            self.batch_gamma = self._affine("batch_gamma", shape, "gamma")
+            self.batch_gamma = self._add_affine("batch_gamma", shape, "gamma")
         if self.center:
-            self.batch_beta = self._affine("batch_beta", shape, "beta")
-        if self.scale:
-            self.gamma = self._affine("gamma", final_shape, "gamma")
-        if self.center:
-            self.beta = self._affine("beta", final_shape, "beta")
+            self.batch_beta = self._add_affine("batch_beta", shape, "beta")
+        self._add_gamma_beta(final_shape)
         self.moving_mean = self._state("moving_mean", shape, self.moving_mean_initializer)
         self.moving_variance = self._state(
             "moving_variance", shape, self.moving_variance_initializer
         )
-        self.input_spec = keras.InputSpec(ndim=ndim, axes={self.axis: channels})
 
-    def _affine(self, name, shape, kind):
-        return self.add_weight(
-            shape=shape,
-            name=name,
-            initializer=getattr(self, f"{kind}_initializer"),
-            regularizer=getattr(self, f"{kind}_regularizer"),
-            constraint=getattr(self, f"{kind}_constraint"),
-            trainable=True,
-            autocast=False,
-        )
-
-    def compute_output_shape(self, input_shape):
-        _stats.canonical_axis(self.axis, len(input_shape), self._owner())
-        return input_shape
+    def _carry_from_batch_normalization(self, bn):
+        # Per-channel final affine: the old gamma/beta restore the pretrained scale after the group step; a
+        # per-group one cannot hold them, so they go to the batch step.
+        affine = {"gamma": "gamma", "beta": "beta"}
+        if self.final_affine != "channel":
+            affine = {"batch_gamma": "gamma", "batch_beta": "beta"}
+        carry_weights(bn, self, {**affine, "moving_mean": "moving_mean", "moving_variance": "moving_variance"})
 
     # ------------------------------------------------------------------ call
     def call(self, inputs, training=None):
@@ -289,8 +239,8 @@ class BatchChannelNormalization(NormalizationLayer):
             sync = self.synchronized
             if self.mode == "batch":
                 y, mean, variance = bcn_ops.batch_channel_norm(x, *affines, synchronized=sync, **common)
-                mean = self.momentum * moving[0] + (1.0 - self.momentum) * ops.stop_gradient(mean)
-                variance = self.momentum * moving[1] + (1.0 - self.momentum) * ops.stop_gradient(variance)
+                mean = self._moving_average(self.moving_mean, mean)
+                variance = self._moving_average(self.moving_variance, variance)
             else:
                 y, mean, variance = bcn_ops.batch_channel_norm_estimate(
                     x, *moving, *affines, momentum=self.momentum, synchronized=sync, **common
@@ -300,26 +250,3 @@ class BatchChannelNormalization(NormalizationLayer):
         else:
             y = bcn_ops.batch_channel_norm_inference(x, *moving, *affines, **common)
         return ops.cast(y, self.compute_dtype)
-
-    # ---------------------------------------------------------- serialization
-    def get_config(self):
-        config = {
-            "groups": self.groups,
-            "mode": self.mode,
-            "final_affine": self.final_affine,
-            "axis": self.axis,
-            "momentum": self.momentum,
-            "epsilon": self.epsilon,
-            "center": self.center,
-            "scale": self.scale,
-            "beta_initializer": initializers.serialize(self.beta_initializer),
-            "gamma_initializer": initializers.serialize(self.gamma_initializer),
-            "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
-            "moving_variance_initializer": initializers.serialize(self.moving_variance_initializer),
-            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-            "beta_constraint": constraints.serialize(self.beta_constraint),
-            "gamma_constraint": constraints.serialize(self.gamma_constraint),
-            "synchronized": self.synchronized,
-        }
-        return {**super().get_config(), **config}

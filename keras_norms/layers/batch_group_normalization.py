@@ -13,12 +13,10 @@ Normalization".
 
 
 import keras
-from keras import constraints
-from keras import initializers
 from keras import ops
-from keras import regularizers
 
 from keras_norms.layers._base import NormalizationLayer
+from keras_norms.layers._base import bn_moments
 from keras_norms.ops import _stats
 from keras_norms.ops import group as group_ops
 
@@ -147,6 +145,11 @@ class BatchGroupNormalization(NormalizationLayer):
           Normalization)
     """
 
+    conversion_target = "batch_group_norm"
+    conversion_carries = "γ, β, moving mean"
+    conversion_adds = "moving second moment = variance + mean²"
+    _carried_weights = {"gamma": "gamma", "beta": "beta", "moving_mean": "moving_mean"}
+
     def __init__(
         self,
         groups=32,
@@ -169,74 +172,30 @@ class BatchGroupNormalization(NormalizationLayer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.groups = self._check_groups(groups)
-        self.examples_per_group = self._check_examples_per_group(examples_per_group)
-        self.axis = self._check_axis(axis)
-        self.momentum = self._check_unit_float("momentum", momentum)
-        self.epsilon = self._check_epsilon(epsilon)
-        self.center = center
-        self.scale = scale
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
-        self.moving_second_moment_initializer = initializers.get(moving_second_moment_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        self.gamma_constraint = constraints.get(gamma_constraint)
-        self.inference_example_weight = self._check_unit_float(
-            "inference_example_weight", inference_example_weight
-        )
-        self.synchronized = self._check_synchronized(synchronized)
-        self.gamma = None
-        self.beta = None
+        self._store_arguments(locals())
         self.moving_mean = None
         self.moving_second_moment = None
 
     # ------------------------------------------------------------ validation
-    def _check_groups(self, groups):
-        if isinstance(groups, bool) or not isinstance(groups, int) or (groups < 1 and groups != -1):
-            raise self._error(
-                "groups",
-                groups,
-                "Pass a positive int dividing the channel count, or -1 for one channel per group.",
-            )
-        return groups
-
     def _check_examples_per_group(self, value):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self._error(
-                "examples_per_group",
-                value,
-                "Pass a positive int (1 gives group normalization in training).",
-            )
-        return value
+        fix = "Pass a positive int (1 gives group normalization in training)."
+        return self._check_positive_int("examples_per_group", value, fix)
 
     # ----------------------------------------------------------------- state
     def build(self, input_shape):
-        ndim = len(input_shape)
-        axis, channels = self._channel_axis_and_size(input_shape)
-        if self.groups != -1 and channels % self.groups:
-            raise self._error(
-                "groups",
-                self.groups,
-                f"It must divide the {channels} channels of axis {self.axis} "
-                f"(input shape {tuple(input_shape)}): pass a divisor of "
-                f"{channels}, or -1 for one channel per group.",
-            )
-        self._channel_axis = axis
-        self._num_groups = channels if self.groups == -1 else self.groups
+        channels = self._build_channels(input_shape)
+        self._num_groups = self._groups_of(channels, input_shape)
         shape = (channels,)
         self._add_gamma_beta(shape)
         self.moving_mean = self._state("moving_mean", shape, self.moving_mean_initializer)
         self.moving_second_moment = self._state(
             "moving_second_moment", shape, self.moving_second_moment_initializer
         )
-        self.input_spec = keras.InputSpec(ndim=ndim, axes={self.axis: channels})
 
-    def compute_output_shape(self, input_shape):
-        _stats.canonical_axis(self.axis, len(input_shape), self._owner())
-        return input_shape
+    def _carry_from_batch_normalization(self, bn):
+        # BGN keeps raw moments: its second moment is the BN's variance + mean**2 (computed in float64).
+        super()._carry_from_batch_normalization(bn)
+        self.moving_second_moment.assign(bn_moments(bn)[1].astype(self.moving_second_moment.dtype))
 
     # ------------------------------------------------------------------ call
     def call(self, inputs, training=None):
@@ -271,33 +230,3 @@ class BatchGroupNormalization(NormalizationLayer):
                 self.inference_example_weight,
             )
         return ops.cast(y, self.compute_dtype)
-
-    def _update_moving(self, variable, value):
-        old = ops.cast(variable, value.dtype)
-        new = old * self.momentum + ops.stop_gradient(value) * (1.0 - self.momentum)
-        variable.assign(ops.cast(new, variable.dtype))
-
-    # ---------------------------------------------------------- serialization
-    def get_config(self):
-        config = {
-            "groups": self.groups,
-            "examples_per_group": self.examples_per_group,
-            "axis": self.axis,
-            "momentum": self.momentum,
-            "epsilon": self.epsilon,
-            "center": self.center,
-            "scale": self.scale,
-            "beta_initializer": initializers.serialize(self.beta_initializer),
-            "gamma_initializer": initializers.serialize(self.gamma_initializer),
-            "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
-            "moving_second_moment_initializer": initializers.serialize(
-                self.moving_second_moment_initializer
-            ),
-            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-            "beta_constraint": constraints.serialize(self.beta_constraint),
-            "gamma_constraint": constraints.serialize(self.gamma_constraint),
-            "inference_example_weight": self.inference_example_weight,
-            "synchronized": self.synchronized,
-        }
-        return {**super().get_config(), **config}

@@ -11,10 +11,8 @@ References:
 
 
 import keras
-from keras import constraints
 from keras import initializers
 from keras import ops
-from keras import regularizers
 
 from keras_norms import ops as knops
 from keras_norms.layers._base import NormalizationLayer
@@ -166,6 +164,12 @@ class BatchNormalization(NormalizationLayer):
         - [Ioffe, 2017](https://arxiv.org/abs/1702.03275) (Batch Renorm)
     """
 
+    conversion_target = "batch_norm"
+    conversion_carries = "everything (the identity: same outputs)"
+    # keras_norms BN takes every argument of both BNs, and has every weight of Keras's.
+    _carried_weights = "all"
+    _converted_arguments = None
+
     def __init__(
         self,
         axis=-1,
@@ -190,44 +194,23 @@ class BatchNormalization(NormalizationLayer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.axis = self._check_axis(axis)
-        self.momentum = self._check_unit_float("momentum", momentum)
-        self.epsilon = self._check_epsilon(epsilon)
-        self.center = center
-        self.scale = scale
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
-        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        self.gamma_constraint = constraints.get(gamma_constraint)
-        self.renorm = bool(renorm)
-        self.renorm_clipping = self._check_renorm_clipping(renorm_clipping)
-        self.renorm_momentum = self._check_unit_float("renorm_momentum", renorm_momentum)
-        self.synchronized = self._check_synchronized(synchronized)
-        self.virtual_batch_size = self._check_virtual_batch_size(virtual_batch_size)
-        self.inference_example_weight = self._check_unit_float(
-            "inference_example_weight", inference_example_weight
-        )
+        self._store_arguments(locals())
         self.supports_masking = True
-        self.gamma = None
-        self.beta = None
         self.moving_mean = None
         self.moving_variance = None
 
     # ------------------------------------------------------------ validation
+    def _check_renorm(self, renorm):
+        return bool(renorm)
+
+    def _check_renorm_momentum(self, momentum):
+        return self._check_unit_float("renorm_momentum", momentum)
+
     def _check_virtual_batch_size(self, value):
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self._error(
-                "virtual_batch_size",
-                value,
-                "Pass a positive int (the ghost batch size), or None for no ghost batches.",
-            )
-        return value
+        fix = "Pass a positive int (the ghost batch size), or None for no ghost batches."
+        return self._check_positive_int("virtual_batch_size", value, fix)
 
     def _check_renorm_clipping(self, clipping):
         if not self.renorm:
@@ -249,9 +232,8 @@ class BatchNormalization(NormalizationLayer):
 
     # ----------------------------------------------------------------- state
     def build(self, input_shape):
-        ndim = len(input_shape)
-        axis, channels = self._channel_axis_and_size(input_shape)
-        if ndim == 2 and self.virtual_batch_size == 1:
+        channels = self._build_channels(input_shape)
+        if len(input_shape) == 2 and self.virtual_batch_size == 1:
             raise self._error(
                 "virtual_batch_size",
                 1,
@@ -259,7 +241,6 @@ class BatchNormalization(NormalizationLayer):
                 "variance, so the output would be `beta` for every input. "
                 "Use virtual_batch_size >= 2.",
             )
-        self._channel_axis = axis
         shape = (channels,)
         self._add_gamma_beta(shape)
         self.moving_mean = self._state("moving_mean", shape, self.moving_mean_initializer)
@@ -271,11 +252,6 @@ class BatchNormalization(NormalizationLayer):
             self.moving_stddev = self._state("moving_stddev", shape, stddev_init)
             self.renorm_mean = self._state("renorm_mean", shape, self.moving_mean_initializer)
             self.renorm_stddev = self._state("renorm_stddev", shape, stddev_init)
-        self.input_spec = keras.InputSpec(ndim=ndim, axes={self.axis: channels})
-
-    def compute_output_shape(self, input_shape):
-        _stats.canonical_axis(self.axis, len(input_shape), self._owner())
-        return input_shape
 
     # ------------------------------------------------------------------ call
     def call(self, inputs, training=None, mask=None):
@@ -311,8 +287,8 @@ class BatchNormalization(NormalizationLayer):
                     y, mean, variance = knops.batch_norm(
                         x, gamma, beta, axis, self.epsilon, mask, synchronized=sync
                     )
-                self._update_moving(self.moving_mean, mean, self.momentum)
-                self._update_moving(self.moving_variance, variance, self.momentum)
+                self._update_moving(self.moving_mean, mean)
+                self._update_moving(self.moving_variance, variance)
         else:
             y = knops.batch_norm_inference(
                 x,
@@ -326,51 +302,16 @@ class BatchNormalization(NormalizationLayer):
             )
         return ops.cast(y, self.compute_dtype)
 
-    @staticmethod
-    def _moving_average(variable, value, momentum):
-        old = ops.cast(variable, value.dtype)
-        return old * momentum + ops.stop_gradient(value) * (1.0 - momentum)
-
-    def _update_moving(self, variable, value, momentum):
-        variable.assign(ops.cast(self._moving_average(variable, value, momentum), variable.dtype))
-
     def _update_renorm_statistics(self, mean, variance):
         stddev = ops.sqrt(variance + self.epsilon)
         self._update_moving(self.renorm_mean, mean, self.renorm_momentum)
         self._update_moving(self.renorm_stddev, stddev, self.renorm_momentum)
-        self._update_moving(self.moving_mean, mean, self.momentum)
-        new_stddev = self._moving_average(self.moving_stddev, stddev, self.momentum)
+        self._update_moving(self.moving_mean, mean)
+        new_stddev = self._moving_average(self.moving_stddev, stddev)
         self.moving_stddev.assign(ops.cast(new_stddev, self.moving_stddev.dtype))
         # Keras >= 3.14 derives the inference variance from the stddev.
         moving_variance = ops.relu(new_stddev * new_stddev - self.epsilon)
         self.moving_variance.assign(ops.cast(moving_variance, self.moving_variance.dtype))
-
-    # ---------------------------------------------------------- serialization
-    def get_config(self):
-        config = {
-            "axis": self.axis,
-            "momentum": self.momentum,
-            "epsilon": self.epsilon,
-            "center": self.center,
-            "scale": self.scale,
-            "beta_initializer": initializers.serialize(self.beta_initializer),
-            "gamma_initializer": initializers.serialize(self.gamma_initializer),
-            "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
-            "moving_variance_initializer": initializers.serialize(
-                self.moving_variance_initializer
-            ),
-            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-            "beta_constraint": constraints.serialize(self.beta_constraint),
-            "gamma_constraint": constraints.serialize(self.gamma_constraint),
-            "synchronized": self.synchronized,
-            "renorm": self.renorm,
-            "renorm_clipping": self.renorm_clipping,
-            "renorm_momentum": self.renorm_momentum,
-            "virtual_batch_size": self.virtual_batch_size,
-            "inference_example_weight": self.inference_example_weight,
-        }
-        return {**super().get_config(), **config}
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
@@ -415,6 +356,10 @@ class GhostBatchNormalization(BatchNormalization):
         - [Hoffer et al., 2017](https://arxiv.org/abs/1705.08741)
         - [Summers & Dinneen, 2020](https://arxiv.org/abs/1906.03548)
     """
+
+    conversion_target = "ghost_batch_norm"
+    conversion_carries = "everything"
+    conversion_adds = "none (pass `virtual_batch_size`)"
 
     def __init__(self, virtual_batch_size=None, **kwargs):
         if virtual_batch_size is None:

@@ -10,60 +10,39 @@ References:
 """
 
 import keras
-from keras import constraints
 from keras import initializers
 from keras import ops
-from keras import regularizers
 
 from keras_norms.layers._base import NormalizationLayer
-from keras_norms.layers._base import _as_float
 from keras_norms.ops import _stats
 from keras_norms.ops import evonorm as evonorm_ops
 
 
 class _EvoNorm(NormalizationLayer):
-    """What EvoNormB0 and EvoNormS0 share: arguments, checks and weights."""
+    """What EvoNormB0 and EvoNormS0 share: checks, rank and weights."""
 
-    def __init__(
-        self,
-        axis=-1,
-        epsilon=1e-5,
-        init_zero=False,
-        beta_initializer="zeros",
-        gamma_initializer="ones",
-        beta_regularizer=None,
-        gamma_regularizer=None,
-        beta_constraint=None,
-        gamma_constraint=None,
-        **kwargs,
-    ):
+    conversion_adds = "`v` = 1"
+
+    def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.axis = self._check_axis(axis)
-        self.epsilon = self._check_epsilon(epsilon)
-        if not isinstance(init_zero, bool):
-            raise self._error("init_zero", init_zero, "Pass True (gamma starts at 0) or False.")
-        self.init_zero = init_zero
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        if init_zero and not isinstance(self.gamma_initializer, initializers.Ones):
+        self.v = None
+
+    def _check_init_zero(self, init_zero):
+        return self._check_bool("init_zero", init_zero, "Pass True (gamma starts at 0) or False.")
+
+    def _check_gamma_initializer(self, gamma_initializer):
+        initializer = initializers.get(gamma_initializer)
+        if self.init_zero and not isinstance(initializer, initializers.Ones):
             raise self._error(
                 "gamma_initializer",
                 gamma_initializer,
                 "init_zero=True already sets gamma to 0: pass either init_zero=True "
                 "or a gamma_initializer, not both.",
             )
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        self.gamma_constraint = constraints.get(gamma_constraint)
-        self.gamma = None
-        self.beta = None
-        self.v = None
+        return initializer
 
-    def _channels(self, input_shape):
-        """Checks rank, axis and channel size; returns `(axis, channels)`."""
-        ndim = len(input_shape)
-        if ndim < 3:
+    def _check_rank(self, input_shape):
+        if len(input_shape) < 3:
             raise ValueError(
                 f"{self._owner()}: EvoNorm needs an input of rank >= 3 (batch, "
                 f"spatial axes, channels), received shape {tuple(input_shape)}. "
@@ -71,52 +50,14 @@ class _EvoNorm(NormalizationLayer):
                 "(N, C) features, add a length-1 spatial axis, e.g. "
                 "keras.layers.Reshape((1, C)) (B0's instance variance is then 0)."
             )
-        axis, channels = self._channel_axis_and_size(input_shape)
-        return axis, channels
 
     def _add_weights(self, shape):
         """`gamma`, `beta`, `v` (trainable, float32 under mixed precision)."""
-        gamma_initializer = "zeros" if self.init_zero else self.gamma_initializer
-        self.gamma = self.add_weight(
-            shape=shape,
-            name="gamma",
-            initializer=gamma_initializer,
-            regularizer=self.gamma_regularizer,
-            constraint=self.gamma_constraint,
-            trainable=True,
-            autocast=False,
-        )
-        self.beta = self.add_weight(
-            shape=shape,
-            name="beta",
-            initializer=self.beta_initializer,
-            regularizer=self.beta_regularizer,
-            constraint=self.beta_constraint,
-            trainable=True,
-            autocast=False,
-        )
+        self._add_gamma_beta(shape, gamma_initializer="zeros" if self.init_zero else None)
         self.v = self.add_weight(shape=shape, name="v", initializer="ones", trainable=True, autocast=False)
-
-    def compute_output_shape(self, input_shape):
-        _stats.canonical_axis(self.axis, len(input_shape), self._owner())
-        return input_shape
 
     def _weights_as(self, dtype):
         return tuple(ops.cast(w, dtype) for w in (self.v, self.gamma, self.beta))
-
-    def get_config(self):
-        config = {
-            "axis": self.axis,
-            "epsilon": self.epsilon,
-            "init_zero": self.init_zero,
-            "beta_initializer": initializers.serialize(self.beta_initializer),
-            "gamma_initializer": initializers.serialize(self.gamma_initializer),
-            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-            "beta_constraint": constraints.serialize(self.beta_constraint),
-            "gamma_constraint": constraints.serialize(self.gamma_constraint),
-        }
-        return {**super().get_config(), **config}
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
@@ -207,6 +148,14 @@ class EvoNormB0(_EvoNorm):
           `tensorflow/tpu`)
     """
 
+    _momentum_fix = (
+        "Pass a float in [0, 1], the weight of the old moving variance "
+        "(PyTorch's and timm's momentum=0.1 is 0.9)."
+    )
+    conversion_target = "evonorm_b0"
+    conversion_carries = "γ, β, moving variance"
+    _carried_weights = {"gamma": "gamma", "beta": "beta", "moving_variance": "moving_variance"}
+
     def __init__(
         self,
         axis=-1,
@@ -223,40 +172,14 @@ class EvoNormB0(_EvoNorm):
         synchronized=False,
         **kwargs,
     ):
-        super().__init__(
-            axis=axis,
-            epsilon=epsilon,
-            init_zero=init_zero,
-            beta_initializer=beta_initializer,
-            gamma_initializer=gamma_initializer,
-            beta_regularizer=beta_regularizer,
-            gamma_regularizer=gamma_regularizer,
-            beta_constraint=beta_constraint,
-            gamma_constraint=gamma_constraint,
-            **kwargs,
-        )
-        self.momentum = self._check_momentum(momentum)
-        self.synchronized = self._check_synchronized(synchronized)
-        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
+        super().__init__(**kwargs)
+        self._store_arguments(locals())
         self.moving_variance = None
 
-    def _check_momentum(self, value):
-        number = _as_float(value)
-        if number is None or not 0.0 <= number <= 1.0:
-            raise self._error(
-                "momentum",
-                value,
-                "Pass a float in [0, 1], the weight of the old moving variance "
-                "(PyTorch's and timm's momentum=0.1 is 0.9).",
-            )
-        return number
-
     def build(self, input_shape):
-        axis, channels = self._channels(input_shape)
-        self._channel_axis = axis
+        channels = self._build_channels(input_shape)
         self._add_weights((channels,))
         self.moving_variance = self._state("moving_variance", (channels,), self.moving_variance_initializer)
-        self.input_spec = keras.InputSpec(ndim=len(input_shape), axes={self.axis: channels})
 
     def call(self, inputs, training=None):
         x = _stats.upcast(inputs)
@@ -266,21 +189,12 @@ class EvoNormB0(_EvoNorm):
             y, variance = evonorm_ops.evonorm_b0(
                 x, *weights, axis=self._channel_axis, epsilon=self.epsilon, synchronized=self.synchronized
             )
-            variance = self.momentum * moving_variance + (1.0 - self.momentum) * ops.stop_gradient(variance)
-            self.moving_variance.assign(ops.cast(variance, self.moving_variance.dtype))
+            self._update_moving(self.moving_variance, variance)
         else:
             y = evonorm_ops.evonorm_b0_inference(
                 x, moving_variance, *weights, axis=self._channel_axis, epsilon=self.epsilon
             )
         return ops.cast(y, self.compute_dtype)
-
-    def get_config(self):
-        config = {
-            "momentum": self.momentum,
-            "moving_variance_initializer": initializers.serialize(self.moving_variance_initializer),
-            "synchronized": self.synchronized,
-        }
-        return {**super().get_config(), **config}
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
@@ -359,6 +273,9 @@ class EvoNormS0(_EvoNorm):
           `tensorflow/tpu`)
     """
 
+    _groups_note = " (The official code silently reduces the number of groups instead.)"
+    conversion_target = "evonorm_s0"
+
     def __init__(
         self,
         groups=32,
@@ -373,43 +290,13 @@ class EvoNormS0(_EvoNorm):
         gamma_constraint=None,
         **kwargs,
     ):
-        super().__init__(
-            axis=axis,
-            epsilon=epsilon,
-            init_zero=init_zero,
-            beta_initializer=beta_initializer,
-            gamma_initializer=gamma_initializer,
-            beta_regularizer=beta_regularizer,
-            gamma_regularizer=gamma_regularizer,
-            beta_constraint=beta_constraint,
-            gamma_constraint=gamma_constraint,
-            **kwargs,
-        )
-        if isinstance(groups, bool) or not isinstance(groups, int) or (groups < 1 and groups != -1):
-            raise self._error(
-                "groups",
-                groups,
-                "Pass a positive int dividing the channel count, or -1 for one channel per group.",
-            )
-        self.groups = groups
+        super().__init__(**kwargs)
+        self._store_arguments(locals())
 
     def build(self, input_shape):
-        axis, channels = self._channels(input_shape)
-        if self.groups != -1 and channels % self.groups:
-            divisor = max(d for d in range(1, min(self.groups, channels) + 1) if channels % d == 0)
-            raise self._error(
-                "groups",
-                self.groups,
-                f"It must divide the {channels} channels of axis {self.axis} "
-                f"(input shape {tuple(input_shape)}): pass a divisor of {channels}, "
-                f"e.g. groups={divisor} (the largest one <= {self.groups}), or -1 "
-                "for one channel per group. (The official code silently reduces "
-                "the number of groups instead.)",
-            )
-        self._channel_axis = axis
-        self._num_groups = channels if self.groups == -1 else self.groups
+        channels = self._build_channels(input_shape)
+        self._num_groups = self._groups_of(channels, input_shape)
         self._add_weights((channels,))
-        self.input_spec = keras.InputSpec(ndim=len(input_shape), axes={self.axis: channels})
 
     def call(self, inputs, training=None):
         x = _stats.upcast(inputs)
@@ -421,6 +308,3 @@ class EvoNormS0(_EvoNorm):
             groups=self._num_groups,
         )
         return ops.cast(y, self.compute_dtype)
-
-    def get_config(self):
-        return {**super().get_config(), "groups": self.groups}

@@ -8,10 +8,8 @@ References:
 """
 
 import keras
-from keras import constraints
 from keras import initializers
 from keras import ops
-from keras import regularizers
 
 from keras_norms.layers._base import NormalizationLayer
 from keras_norms.ops import _stats
@@ -37,9 +35,7 @@ class _ChannelwiseLayer(NormalizationLayer):
             )
         return super()._check_axis(axis)
 
-    def _channel_axis_of(self, input_shape):
-        """Validates the input rank and `axis`; returns `(axis >= 0, channels)`."""
-        owner = f"{type(self).__name__} (layer '{self.name}')"
+    def _check_rank(self, input_shape):
         ndim = len(input_shape)
         if ndim not in _RANKS:
             if ndim == 2:
@@ -49,33 +45,10 @@ class _ChannelwiseLayer(NormalizationLayer):
             else:
                 hint = ""
             raise ValueError(
-                f"{owner}: expected an input of rank 3, 4 or 5 (batch, 1 to 3 "
+                f"{self._owner()}: expected an input of rank 3, 4 or 5 (batch, 1 to 3 "
                 f"spatial axes, channels), received input shape "
                 f"{tuple(input_shape)} of rank {ndim}. {hint}".rstrip()
             )
-        axis, channels = self._channel_axis_and_size(input_shape)
-        return axis, channels
-
-    def _add_tau(self, channels):
-        self.tau = self.add_weight(
-            shape=(channels,),
-            name="tau",
-            initializer=self.tau_initializer,
-            regularizer=self.tau_regularizer,
-            constraint=self.tau_constraint,
-            trainable=True,
-            autocast=False,
-        )
-
-    def _tau_config(self):
-        return {
-            "tau_initializer": initializers.serialize(self.tau_initializer),
-            "tau_regularizer": regularizers.serialize(self.tau_regularizer),
-            "tau_constraint": constraints.serialize(self.tau_constraint),
-        }
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
@@ -170,6 +143,8 @@ class FilterResponseNormalization(_ChannelwiseLayer):
     _dense_hint = (
         " and use learned_epsilon=True: with one position the normalization is close to sign(x)."
     )
+    conversion_target = "filter_response_norm"
+    conversion_adds = 'none; with `activations="fuse"`, the TLU in place of the ReLU after it (`tau` = 0)'
 
     def __init__(
         self,
@@ -188,38 +163,20 @@ class FilterResponseNormalization(_ChannelwiseLayer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.axis = self._check_axis(axis)
-        self.epsilon = self._check_epsilon(epsilon)
-        self.center = center
-        self.scale = scale
-        if not isinstance(learned_epsilon, bool):
-            raise self._error("learned_epsilon", learned_epsilon, "Pass True or False.")
-        self.learned_epsilon = learned_epsilon
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        self.gamma_constraint = constraints.get(gamma_constraint)
-        self.learned_epsilon_constraint = constraints.get(learned_epsilon_constraint)
-        self.gamma = None
-        self.beta = None
+        self._store_arguments(locals())
         self.eps_learned = None
 
+    def _check_learned_epsilon(self, learned_epsilon):
+        return self._check_bool("learned_epsilon", learned_epsilon)
+
     def build(self, input_shape):
-        self._channel_axis, channels = self._channel_axis_of(input_shape)
+        channels = self._build_channels(input_shape)
         self._add_gamma_beta((channels,))
         self._add_extra_weights(channels)
         if self.learned_epsilon:
-            self.eps_learned = self.add_weight(
-                shape=(1,),
-                name="learned_epsilon",
-                initializer=initializers.Constant(_LEARNED_EPSILON_INIT),
-                constraint=self.learned_epsilon_constraint,
-                trainable=True,
-                autocast=False,
+            self.eps_learned = self._add_affine(
+                "learned_epsilon", (1,), initializer=initializers.Constant(_LEARNED_EPSILON_INIT)
             )
-        self.input_spec = keras.InputSpec(ndim=len(input_shape), axes={self.axis: channels})
 
     def _add_extra_weights(self, channels):
         """Weights created between `beta` and `learned_epsilon` (subclasses)."""
@@ -243,23 +200,6 @@ class FilterResponseNormalization(_ChannelwiseLayer):
             learned_epsilon=cast(self.eps_learned),
         )
         return ops.cast(self._activation(y), self.compute_dtype)
-
-    def get_config(self):
-        config = {
-            "axis": self.axis,
-            "epsilon": self.epsilon,
-            "center": self.center,
-            "scale": self.scale,
-            "learned_epsilon": self.learned_epsilon,
-            "beta_initializer": initializers.serialize(self.beta_initializer),
-            "gamma_initializer": initializers.serialize(self.gamma_initializer),
-            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-            "beta_constraint": constraints.serialize(self.beta_constraint),
-            "gamma_constraint": constraints.serialize(self.gamma_constraint),
-            "learned_epsilon_constraint": constraints.serialize(self.learned_epsilon_constraint),
-        }
-        return {**super().get_config(), **config}
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
@@ -323,25 +263,16 @@ class TLU(_ChannelwiseLayer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.axis = self._check_axis(axis)
-        self.tau_initializer = initializers.get(tau_initializer)
-        self.tau_regularizer = regularizers.get(tau_regularizer)
-        self.tau_constraint = constraints.get(tau_constraint)
+        self._store_arguments(locals())
         self.tau = None
 
     def build(self, input_shape):
-        self._channel_axis, channels = self._channel_axis_of(input_shape)
-        self._add_tau(channels)
-        self.input_spec = keras.InputSpec(ndim=len(input_shape), axes={self.axis: channels})
+        self.tau = self._add_affine("tau", (self._build_channels(input_shape),))
 
     def call(self, inputs, training=None):  # training and inference are the same function
         x = _stats.upcast(inputs)
         z = frn_ops.tlu(x, ops.cast(self.tau, x.dtype), axis=self._channel_axis)
         return ops.cast(z, self.compute_dtype)
-
-    def get_config(self):
-        config = {"axis": self.axis, **self._tau_config()}
-        return {**super().get_config(), **config}
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
@@ -436,31 +367,13 @@ class FilterResponseNormalizationTLU(FilterResponseNormalization):
         learned_epsilon_constraint=None,
         **kwargs,
     ):
-        super().__init__(
-            axis=axis,
-            epsilon=epsilon,
-            center=center,
-            scale=scale,
-            learned_epsilon=learned_epsilon,
-            beta_initializer=beta_initializer,
-            gamma_initializer=gamma_initializer,
-            beta_regularizer=beta_regularizer,
-            gamma_regularizer=gamma_regularizer,
-            beta_constraint=beta_constraint,
-            gamma_constraint=gamma_constraint,
-            learned_epsilon_constraint=learned_epsilon_constraint,
-            **kwargs,
-        )
-        self.tau_initializer = initializers.get(tau_initializer)
-        self.tau_regularizer = regularizers.get(tau_regularizer)
-        self.tau_constraint = constraints.get(tau_constraint)
+        # FilterResponseNormalization's constructor stores its defaults; this one stores every argument again.
+        super().__init__(**kwargs)
+        self._store_arguments(locals())
         self.tau = None
 
     def _add_extra_weights(self, channels):
-        self._add_tau(channels)
+        self.tau = self._add_affine("tau", (channels,))
 
     def _activation(self, y):
         return frn_ops.tlu(y, ops.cast(self.tau, y.dtype), axis=self._channel_axis)
-
-    def get_config(self):
-        return {**super().get_config(), **self._tau_config()}

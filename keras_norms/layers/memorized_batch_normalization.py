@@ -9,13 +9,12 @@ References:
 """
 
 import keras
-from keras import constraints
-from keras import initializers
+import numpy as np
 from keras import ops
-from keras import regularizers
 
 from keras_norms.layers._base import NormalizationLayer
-from keras_norms.layers._base import _as_float
+from keras_norms.layers._base import as_float
+from keras_norms.layers._base import bn_moments
 from keras_norms.ops import _stats
 from keras_norms.ops import memorized as mbn_ops
 
@@ -144,6 +143,9 @@ class MemorizedBatchNormalization(NormalizationLayer):
           Forward Propagation for Memorized Batch Normalization", AAAI 2018
     """
 
+    conversion_target = "memorized_batch_norm"
+    conversion_adds = "memory slot 0 = moving mean and variance + mean², count 1 (other slots empty)"
+
     def __init__(
         self,
         memory_size=4,
@@ -162,21 +164,7 @@ class MemorizedBatchNormalization(NormalizationLayer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.memory_size = self._check_memory_size(memory_size)
-        self.memory_weights = self._check_memory_weights(memory_weights)
-        self.axis = self._check_axis(axis)
-        self.epsilon = self._check_epsilon(epsilon)
-        self.center = center
-        self.scale = scale
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        self.gamma_constraint = constraints.get(gamma_constraint)
-        self.synchronized = self._check_synchronized(synchronized)
-        self.gamma = None
-        self.beta = None
+        self._store_arguments(locals())
         self.memory_mean = None
         self.memory_second_moment = None
         self.memory_count = None
@@ -184,9 +172,8 @@ class MemorizedBatchNormalization(NormalizationLayer):
 
     # ------------------------------------------------------------ validation
     def _check_memory_size(self, value):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self._error("memory_size", value, "Pass a positive int, the number of batches memorized (e.g. 4).")
-        return value
+        fix = "Pass a positive int, the number of batches memorized (e.g. 4)."
+        return self._check_positive_int("memory_size", value, fix)
 
     def _check_memory_weights(self, value):
         if value is None:
@@ -197,26 +184,28 @@ class MemorizedBatchNormalization(NormalizationLayer):
         )
         if isinstance(value, str) or not hasattr(value, "__len__"):
             raise self._error("memory_weights", value, fix)
-        numbers = [_as_float(w) for w in value]
+        numbers = [as_float(w) for w in value]
         if len(numbers) != self.memory_size or any(w is None or not 0.0 < w < float("inf") for w in numbers):
             raise self._error("memory_weights", value, fix)
         return numbers
 
     # ----------------------------------------------------------------- state
     def build(self, input_shape):
-        ndim = len(input_shape)
-        axis, channels = self._channel_axis_and_size(input_shape)
-        self._channel_axis = axis
+        channels = self._build_channels(input_shape)
         self._add_gamma_beta((channels,))
         memory_shape = (self.memory_size, channels)
         self.memory_mean = self._state("memory_mean", memory_shape, "zeros")
         self.memory_second_moment = self._state("memory_second_moment", memory_shape, "zeros")
         self.memory_count = self._state("memory_count", (), "zeros")
-        self.input_spec = keras.InputSpec(ndim=ndim, axes={self.axis: channels})
 
-    def compute_output_shape(self, input_shape):
-        _stats.canonical_axis(self.axis, len(input_shape), self._owner())
-        return input_shape
+    def _carry_from_batch_normalization(self, bn):
+        # The memory starts with one batch: slot 0 holds the BN's moving mean and variance + mean**2.
+        super()._carry_from_batch_normalization(bn)
+        for variable, value in zip((self.memory_mean, self.memory_second_moment), bn_moments(bn)):
+            memory = np.zeros(variable.shape, np.float64)
+            memory[0] = value
+            variable.assign(memory.astype(variable.dtype))
+        self.memory_count.assign(np.ones(self.memory_count.shape, self.memory_count.dtype))
 
     # ------------------------------------------------------------------ call
     def call(self, inputs, training=None):
@@ -238,22 +227,3 @@ class MemorizedBatchNormalization(NormalizationLayer):
         else:
             y = mbn_ops.memorized_batch_norm_inference(x, *memory, gamma, beta, **common)
         return ops.cast(y, self.compute_dtype)
-
-    # ---------------------------------------------------------- serialization
-    def get_config(self):
-        config = {
-            "memory_size": self.memory_size,
-            "memory_weights": self.memory_weights,
-            "axis": self.axis,
-            "epsilon": self.epsilon,
-            "center": self.center,
-            "scale": self.scale,
-            "beta_initializer": initializers.serialize(self.beta_initializer),
-            "gamma_initializer": initializers.serialize(self.gamma_initializer),
-            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-            "beta_constraint": constraints.serialize(self.beta_constraint),
-            "gamma_constraint": constraints.serialize(self.gamma_constraint),
-            "synchronized": self.synchronized,
-        }
-        return {**super().get_config(), **config}

@@ -22,13 +22,10 @@ Reference:
 """
 
 import keras
-from keras import constraints
 from keras import initializers
 from keras import ops
-from keras import regularizers
 
 from keras_norms.layers._base import NormalizationLayer
-from keras_norms.layers._base import positive_float_fix
 from keras_norms.layers.weight_standardization import KernelReparameterizationMixin
 from keras_norms.layers.weight_standardization import add_channel_vector
 from keras_norms.ops import _stats
@@ -66,6 +63,7 @@ class NormPropMixin(KernelReparameterizationMixin):
         beta_constraint=None,
         **kwargs,
     ):
+        own = dict(locals())  # first: the NormProp arguments, stored once the Keras layer exists
         bias_arguments = {k: kwargs.pop(k) for k in _BIAS_ARGUMENTS if k in kwargs}
         super().__init__(*args, use_bias=False, **kwargs)
         refused = [k for k, v in bias_arguments.items() if not (k == "use_bias" and v is False)]
@@ -77,17 +75,12 @@ class NormPropMixin(KernelReparameterizationMixin):
                 "Remove the bias arguments; use `beta_initializer`, "
                 "`beta_regularizer` and `beta_constraint` instead.",
             )
-        self.epsilon = self._check_positive("epsilon", epsilon, positive_float_fix(type(self), "epsilon"))
-        if gamma_initializer is None:
-            gamma_initializer = initializers.Constant(GAMMA_INIT)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_constraint = constraints.get(gamma_constraint)
-        self.beta_constraint = constraints.get(beta_constraint)
+        self._store_arguments(own)
         self.gamma = None
         self.beta = None
+
+    def _check_gamma_initializer(self, gamma_initializer):
+        return initializers.get(initializers.Constant(GAMMA_INIT) if gamma_initializer is None else gamma_initializer)
 
     # ----------------------------------------------------------------- state
     def build(self, input_shape):
@@ -100,18 +93,7 @@ class NormPropMixin(KernelReparameterizationMixin):
             super().build(input_shape)
         finally:
             self.lora_rank = lora_rank
-        units = int(self._kernel_variable().shape[-1])
-        for name in ("gamma", "beta"):
-            variable = self.add_weight(
-                name=name,
-                shape=(units,),
-                initializer=getattr(self, f"{name}_initializer"),
-                regularizer=getattr(self, f"{name}_regularizer"),
-                constraint=getattr(self, f"{name}_constraint"),
-                trainable=True,
-                autocast=False,
-            )
-            setattr(self, name, variable)
+        self._add_gamma_beta((int(self._kernel_variable().shape[-1]),))
         if lora_rank:
             self.enable_lora(lora_rank, lora_alpha=self.lora_alpha)
 
@@ -164,16 +146,7 @@ class NormPropMixin(KernelReparameterizationMixin):
     # ---------------------------------------------------------- serialization
     def get_config(self):
         config = {k: v for k, v in super().get_config().items() if k not in _BIAS_ARGUMENTS}
-        return {
-            **config,
-            "epsilon": self.epsilon,
-            "gamma_initializer": initializers.serialize(self.gamma_initializer),
-            "beta_initializer": initializers.serialize(self.beta_initializer),
-            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-            "gamma_constraint": constraints.serialize(self.gamma_constraint),
-            "beta_constraint": constraints.serialize(self.beta_constraint),
-        }
+        return {**config, **self._config_of(*self._argument_names)}
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
@@ -274,23 +247,10 @@ class NormPropConv1D(NormPropMixin, keras.layers.Conv1D):
         *args: positional arguments of `keras.layers.Conv1D` (`filters`,
             `kernel_size`, ...; they may also be passed by keyword).
         epsilon: float > 0 added to the sum of squares inside the square
-            root. Defaults to 1e-8 (this package's choice, not the
-            paper's).
-        gamma_initializer: initializer of `gamma` (one value per output
-            unit). Defaults to `None`: the constant 1/1.21 (about 0.8264),
-            the value commonly given for the paper's algorithm, which this
-            package has not confirmed in the paper; pass `"ones"` for the
-            plain analysis. See the Design notes page of the documentation,
-            section Normalization Propagation.
-        beta_initializer: initializer of `beta`. Defaults to `"zeros"`.
-        gamma_regularizer: optional regularizer of `gamma`. Defaults to
-            `None`.
-        beta_regularizer: optional regularizer of `beta`. Defaults to
-            `None`.
-        gamma_constraint: optional constraint of `gamma`. Defaults to
-            `None`.
-        beta_constraint: optional constraint of `beta`. Defaults to `None`.
-        **kwargs: every other argument of `keras.layers.Conv1D`
+            root. Defaults to 1e-8 (this package's choice, not the paper's).
+        **kwargs: `gamma_initializer`, `beta_initializer` and the
+            regularizers and constraints of `gamma` and `beta`, as in
+            `NormPropConv2D`; and every other argument of `keras.layers.Conv1D`
             (`strides`, `padding` ("valid", "same" or "causal"),
             `data_format`, `dilation_rate`, `groups`, `activation`,
             `kernel_initializer`, `kernel_regularizer`, `kernel_constraint`,
@@ -417,23 +377,10 @@ class NormPropConv3D(NormPropMixin, keras.layers.Conv3D):
         *args: positional arguments of `keras.layers.Conv3D` (`filters`,
             `kernel_size`, ...; they may also be passed by keyword).
         epsilon: float > 0 added to the sum of squares inside the square
-            root. Defaults to 1e-8 (this package's choice, not the
-            paper's).
-        gamma_initializer: initializer of `gamma` (one value per output
-            unit). Defaults to `None`: the constant 1/1.21 (about 0.8264),
-            the value commonly given for the paper's algorithm, which this
-            package has not confirmed in the paper; pass `"ones"` for the
-            plain analysis. See the Design notes page of the documentation,
-            section Normalization Propagation.
-        beta_initializer: initializer of `beta`. Defaults to `"zeros"`.
-        gamma_regularizer: optional regularizer of `gamma`. Defaults to
-            `None`.
-        beta_regularizer: optional regularizer of `beta`. Defaults to
-            `None`.
-        gamma_constraint: optional constraint of `gamma`. Defaults to
-            `None`.
-        beta_constraint: optional constraint of `beta`. Defaults to `None`.
-        **kwargs: every other argument of `keras.layers.Conv3D`
+            root. Defaults to 1e-8 (this package's choice, not the paper's).
+        **kwargs: `gamma_initializer`, `beta_initializer` and the
+            regularizers and constraints of `gamma` and `beta`, as in
+            `NormPropConv2D`; and every other argument of `keras.layers.Conv3D`
             (`strides`, `padding`, `data_format`, `dilation_rate`, `groups`,
             `activation`, `kernel_initializer`, `kernel_regularizer`,
             `kernel_constraint`, `activity_regularizer`, `lora_rank`,
@@ -510,12 +457,12 @@ class NormPropReLU(NormalizationLayer):
 
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)
-        self.axis = self._check_axis(axis)
+        self._store_arguments(locals())
         self.supports_masking = True
 
     def build(self, input_shape):
         ndim = len(input_shape)
-        axis = _stats.canonical_axis(self.axis, ndim, owner=f"{type(self).__name__} (layer '{self.name}')")
+        axis = _stats.canonical_axis(self.axis, ndim, owner=self._owner())
         channels = input_shape[axis]
         self.input_spec = keras.InputSpec(
             ndim=ndim, axes={axis: channels} if channels is not None else None
@@ -526,6 +473,3 @@ class NormPropReLU(NormalizationLayer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
-
-    def get_config(self):
-        return {**super().get_config(), "axis": self.axis}

@@ -7,10 +7,7 @@ Reference:
 """
 
 import keras
-from keras import constraints
-from keras import initializers
 from keras import ops
-from keras import regularizers
 
 from keras_norms.layers._base import NormalizationLayer
 from keras_norms.ops import _stats
@@ -139,26 +136,7 @@ class ProxyNormalization(NormalizationLayer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.activation = self._check_activation(activation)
-        self.num_points = self._check_num_points(num_points)
-        self.epsilon = self._check_epsilon(epsilon)
-        if not isinstance(proxy_affine, bool):
-            raise self._error("proxy_affine", proxy_affine, "Pass True or False.")
-        self.proxy_affine = proxy_affine
-        self.axis = self._check_axis(axis)
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.proxy_beta_initializer = initializers.get(proxy_beta_initializer)
-        self.proxy_gamma_initializer = initializers.get(proxy_gamma_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        self.gamma_constraint = constraints.get(gamma_constraint)
-        # The layer always owns the affine before the activation (used by _add_gamma_beta).
-        self.center = True
-        self.scale = True
-        self.gamma = None
-        self.beta = None
+        self._store_arguments(locals())
         self.proxy_gamma = None
         self.proxy_beta = None
 
@@ -171,6 +149,9 @@ class ProxyNormalization(NormalizationLayer):
             return get_activation(activation, type(self).__name__)
         except ValueError:
             raise self._error("activation", activation, fix) from None
+
+    def _check_proxy_affine(self, proxy_affine):
+        return self._check_bool("proxy_affine", proxy_affine)
 
     def _check_num_points(self, num_points):
         try:
@@ -185,31 +166,12 @@ class ProxyNormalization(NormalizationLayer):
 
     # ----------------------------------------------------------------- state
     def build(self, input_shape):
-        ndim = len(input_shape)
-        axis, channels = self._channel_axis_and_size(input_shape)
-        self._channel_axis = axis
-        shape = (channels,)
-        self._add_gamma_beta(shape)
+        channels = self._build_channels(input_shape)
+        # The layer always owns the affine before the activation (it has no `center` or `scale`).
+        self._add_gamma_beta((channels,))
         if self.proxy_affine:
-            self.proxy_gamma = self.add_weight(
-                shape=shape,
-                name="proxy_gamma",
-                initializer=self.proxy_gamma_initializer,
-                trainable=True,
-                autocast=False,
-            )
-            self.proxy_beta = self.add_weight(
-                shape=shape,
-                name="proxy_beta",
-                initializer=self.proxy_beta_initializer,
-                trainable=True,
-                autocast=False,
-            )
-        self.input_spec = keras.InputSpec(ndim=ndim, axes={self.axis: channels})
-
-    def compute_output_shape(self, input_shape):
-        _stats.canonical_axis(self.axis, len(input_shape), self._owner())
-        return input_shape
+            self.proxy_gamma = self._add_affine("proxy_gamma", (channels,))
+            self.proxy_beta = self._add_affine("proxy_beta", (channels,))
 
     # ------------------------------------------------------------------ call
     def call(self, inputs, training=None):
@@ -225,22 +187,3 @@ class ProxyNormalization(NormalizationLayer):
             proxy_beta=self.proxy_beta,
         )
         return ops.cast(y, self.compute_dtype)
-
-    # ---------------------------------------------------------- serialization
-    def get_config(self):
-        config = {
-            "activation": keras.activations.serialize(self.activation),
-            "num_points": self.num_points,
-            "epsilon": self.epsilon,
-            "proxy_affine": self.proxy_affine,
-            "axis": self.axis,
-            "beta_initializer": initializers.serialize(self.beta_initializer),
-            "gamma_initializer": initializers.serialize(self.gamma_initializer),
-            "proxy_beta_initializer": initializers.serialize(self.proxy_beta_initializer),
-            "proxy_gamma_initializer": initializers.serialize(self.proxy_gamma_initializer),
-            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-            "beta_constraint": constraints.serialize(self.beta_constraint),
-            "gamma_constraint": constraints.serialize(self.gamma_constraint),
-        }
-        return {**super().get_config(), **config}

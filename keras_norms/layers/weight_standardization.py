@@ -17,30 +17,17 @@ References:
     Simonyan, arXiv:2102.06171 (NF-Nets); timm `ScaledStdConv2d`.
 """
 
-import math
-
 import keras
 from keras import initializers
 from keras import ops
 
-from keras_norms.layers._base import positive_float_fix
+from keras_norms.layers._base import LayerArguments
 from keras_norms.ops import _stats
 from keras_norms.ops import weight_standardization as ws_ops
 
 # Read as float32 master values in the forward pass: standardizing an
 # already-rounded float16 copy would lose precision (see docs/numerics.md).
 _MASTER_WEIGHTS = ("kernel", "lora_kernel_a", "lora_kernel_b")
-
-
-def _positive_float(value):
-    """`value` as a finite float > 0, else None."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number > 0.0 and math.isfinite(number) else None
 
 
 def add_channel_vector(outputs, vector, data_format):
@@ -58,7 +45,7 @@ def add_channel_vector(outputs, vector, data_format):
     return outputs + vector
 
 
-class KernelReparameterizationMixin:
+class KernelReparameterizationMixin(LayerArguments):
     """Applies a function of the float32 master kernel instead of the raw kernel.
 
     The machinery shared by the WS layers below and the NormProp layers
@@ -80,18 +67,6 @@ class KernelReparameterizationMixin:
     _output_axes = (-1,)
 
     # ------------------------------------------------------------ validation
-    def _error(self, argument, value, fix):
-        return ValueError(
-            f"{type(self).__name__} (layer '{self.name}'): invalid "
-            f"`{argument}`={value!r}. {fix}"
-        )
-
-    def _check_positive(self, argument, value, fix):
-        number = _positive_float(value)
-        if number is None:
-            raise self._error(argument, value, fix)
-        return number
-
     def _check_kernel_shape(self, shape):
         """Hook called with the kernel's shape before it is created."""
 
@@ -169,9 +144,7 @@ class WeightStandardizationMixin(KernelReparameterizationMixin):
 
     def __init__(self, *args, ws_epsilon=1e-5, **kwargs):
         super().__init__(*args, **kwargs)
-        self.ws_epsilon = self._check_positive(
-            "ws_epsilon", ws_epsilon, positive_float_fix(type(self), "ws_epsilon")
-        )
+        self.ws_epsilon = self._check_positive("ws_epsilon", ws_epsilon)
 
     def _check_kernel_shape(self, shape):
         shape = tuple(int(s) for s in shape)
@@ -662,14 +635,9 @@ class ScaledWSConv1D(ScaledWeightStandardizationMixin, WSConv1D):
 
     Args:
         gamma: float > 0, the activation constant folded into the kernel.
-            Defaults to 1.0 (none). For ReLU: 1.7128585504 (analytic,
-            $\\sqrt{2/(1-1/\\pi)}$) or 1.7139588594 (DeepMind's measured
-            value). In the kernel it scales the activation's *input*;
-            DeepMind applies it to the activation's *output*: the two agree
-            for ReLU only (not for GELU or SiLU).
+            Defaults to 1.0 (none); for ReLU see `ScaledWSConv2D`.
         ws_epsilon: float > 0 added to the variance inside the square root.
-            Defaults to 1e-6 (timm). DeepMind's floor
-            $\\sqrt{\\max(I\\sigma^2,10^{-4})}$ is not implemented.
+            Defaults to 1e-6 (timm).
         gain_initializer: initializer of `gain` (shape `(filters,)`).
             Defaults to `"ones"`.
         *args: positional arguments of `keras.layers.Conv1D`.

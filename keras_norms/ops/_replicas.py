@@ -6,7 +6,7 @@ op called with `synchronized=True` takes its batch statistics over the
 global batch; with `synchronized=False` over the replica's own batch.
 
 The only backend-specific piece is one primitive, `cross_replica_sum`, with
-one implementation per backend in `keras_norms/_backends/<backend>_distributed.py`
+one implementation per backend in `keras_norms/_backends/<backend>/distributed.py`
 (TensorFlow: the replica context's all-reduce; PyTorch: `torch.distributed`
 all-reduce with an all-reducing backward; JAX: `psum` over a bound axis), the
 identity where there is one replica. The math stays here, in `keras.ops`:
@@ -28,7 +28,8 @@ identity where there is one replica. The math stays here, in `keras.ops`:
 
 from keras import ops
 
-from keras_norms._backends import distributed_module as _module
+from keras_norms.ops import _common
+from keras_norms.ops import _dispatch
 from keras_norms.ops import _stats
 
 _inside_device_map = [False]
@@ -36,7 +37,7 @@ _inside_device_map = [False]
 
 def active():
     """Whether `cross_replica_sum` sums over more than one replica here (static)."""
-    module = _module()
+    module = _dispatch.backend_part("distributed")
     return module is not None and module.replicas_active()
 
 
@@ -47,7 +48,7 @@ def synchronizes(synchronized):
 
 def cross_replica_sum(tensors):
     """Each tensor of the list summed over the replicas; the identity on one."""
-    module = _module()
+    module = _dispatch.backend_part("distributed")
     tensors = list(tensors)
     return tensors if module is None else module.cross_replica_sum(tensors)
 
@@ -59,7 +60,7 @@ def device_slices(x):
     device count (a sharded global array always is one), and inside
     `per_device` itself.
     """
-    module = _module()
+    module = _dispatch.backend_part("distributed")
     if module is None or _inside_device_map[0]:
         return 1
     shards = module.device_shards()
@@ -129,7 +130,7 @@ def moments(x, axes, keepdims=False, mask=None):
     axes = list(axes)
     if mask is None:
         weights = None
-        count = ops.cast(_stats._count(x, axes), x.dtype)
+        count = ops.cast(_common.count(x, axes), x.dtype)
         local_sum = ops.sum(x, axis=axes, keepdims=True)
     else:
         weights = ops.cast(ops.broadcast_to(mask, ops.shape(x)), x.dtype)

@@ -14,6 +14,8 @@ from keras import KerasTensor
 from keras import backend
 from keras import ops
 
+from keras_norms.ops import _common
+
 
 def statistics_dtype(dtype):
     """The dtype statistics are computed in: float64 for float64, else float32."""
@@ -60,25 +62,32 @@ def canonical_axis(axis, ndim, owner="keras_norms"):
     return axis % ndim
 
 
+def channel_axis(axis, ndim, owner, fix=", which example groups split. Pass the channel axis (e.g. -1 or 1)."):
+    """`canonical_axis` that refuses the batch axis 0; `fix` completes "axis=0 is the batch axis" in the message.
+
+    Raises:
+        ValueError: for a bad `axis`, or `axis` 0.
+    """
+    axis = canonical_axis(axis, ndim, owner)
+    if axis == 0:
+        raise ValueError(f"{owner}: axis=0 is the batch axis{fix}")
+    return axis
+
+
+def grouped_input(x, axis, groups, owner):
+    """`(x, axis, groups)` of a grouped op: `x` upcast, its channel axis (not 0), `groups` resolved.
+
+    Raises:
+        ValueError: for a bad `axis` or `groups`.
+    """
+    x = upcast(x)
+    axis = channel_axis(axis, len(x.shape), owner)
+    return x, axis, _common.resolve_groups(groups, x.shape[axis], owner)
+
+
 def reduction_axes(ndim, axis):
     """All axes of a rank-`ndim` tensor except the (non-negative) `axis`."""
     return [i for i in range(ndim) if i != axis]
-
-
-def broadcast_shape(ndim, axis, channels):
-    """Shape that broadcasts a `(channels,)` vector along `axis`."""
-    shape = [1] * ndim
-    shape[axis] = channels
-    return shape
-
-
-def _count(x, axes):
-    """Number of elements reduced over `axes` (an int, or a tensor when traced)."""
-    shape = ops.shape(x)
-    count = 1
-    for axis in axes:
-        count = count * shape[axis]
-    return count
 
 
 def moments(x, axes, keepdims=False, mask=None):
@@ -103,7 +112,7 @@ def moments(x, axes, keepdims=False, mask=None):
     axes = list(axes)
     if mask is None:
         # Sums over a count, not ops.mean: Keras's torch mean runs float64 in float32.
-        count = ops.cast(_count(x, axes), x.dtype)
+        count = ops.cast(_common.count(x, axes), x.dtype)
         mean = ops.sum(x, axis=axes, keepdims=True) / count
         # d(variance)/d(mean) = -2 * sum(x - mean) / count = 0 exactly, so the
         # mean is frozen here: the same gradients, one full-size reduction less
@@ -121,3 +130,35 @@ def moments(x, axes, keepdims=False, mask=None):
         mean = ops.squeeze(mean, axis=axes)
         variance = ops.squeeze(variance, axis=axes)
     return mean, variance
+
+
+def group_moments(x, axis, groups):
+    """The `(N, ..., G, C_g, ...)` view of `x` and its per-(example, group) moments.
+
+    Two-pass mean and biased variance (`moments`) over each example's group
+    channels and all spatial positions, kept broadcastable against the view.
+    Shared by group norm, EvoNorm-S0 and the example's own moments of
+    Batch-Group inference. `axis` is non-negative and `groups` divides the
+    channel count.
+    """
+    x = upcast(x)
+    view = ops.reshape(x, _common.split_channels(ops.shape(x), axis, groups))
+    reduce_axes = [i for i in range(len(view.shape)) if i not in (0, axis)]
+    mean, variance = moments(view, reduce_axes, keepdims=True)
+    return view, mean, variance
+
+
+def mix_moments(own_mean, own_variance, mean, variance, alpha):
+    """Example weighing: the moments of the mix `alpha` (own) and `1 - alpha` (population).
+
+    $$\\tilde\\mu=\\alpha m+(1-\\alpha)\\mu,\\qquad
+      \\tilde\\sigma^2=\\max\\big(\\alpha v+(1-\\alpha)\\sigma^2+\\alpha(1-\\alpha)(m-\\mu)^2,\\;0\\big),$$
+
+    which equals $\\alpha E_{own}[x^2]+(1-\\alpha)(\\sigma^2+\\mu^2)-\\tilde\\mu^2$ written as a
+    sum of non-negative terms, so float32 cannot cancel it below zero.
+    """
+    mixed_mean = alpha * own_mean + (1.0 - alpha) * mean
+    mixed_variance = (
+        alpha * own_variance + (1.0 - alpha) * variance + alpha * (1.0 - alpha) * ops.square(own_mean - mean)
+    )
+    return mixed_mean, ops.maximum(mixed_variance, 0.0)

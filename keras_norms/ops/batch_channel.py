@@ -28,11 +28,10 @@ Shapes: `x` has any rank >= 2 with the batch on axis 0 and channels on `axis`
 
 from keras import ops
 
-from keras_norms._backends import dispatch
+from keras_norms.ops import _common
 from keras_norms.ops import _replicas
 from keras_norms.ops import _stats
-from keras_norms.ops import group as group_ops
-from keras_norms.ops.normalization import _affine
+from keras_norms.ops._dispatch import dispatch
 from keras_norms.ops.normalization import batch_norm
 from keras_norms.ops.normalization import batch_norm_inference
 
@@ -51,18 +50,9 @@ def _group_norm_reference(x, gamma, beta, axis, epsilon, groups):
     # per group: the same (N, ..., G, C_g, ...) view, statistics per
     # (example, channel group), a per-channel affine. The view is made
     # directly (no example axis), so the batch size never matters.
-    x = _stats.upcast(x)
-    view, mean, variance = group_ops._group_moments(x, axis, groups)
-    rank = len(view.shape)
-    y = _affine(
-        view,
-        mean,
-        variance,
-        group_ops._group_vector(gamma, rank, axis, groups),
-        group_ops._group_vector(beta, rank, axis, groups),
-        epsilon,
-    )
-    return ops.reshape(y, ops.shape(x))
+    view, mean, variance = _stats.group_moments(x, axis, groups)
+    gamma, beta = (_common.group_vector(v, len(view.shape), axis, groups) for v in (gamma, beta))
+    return ops.reshape(_common.normalize_folded(view, mean, variance, gamma, beta, epsilon), ops.shape(x))
 
 
 def group_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32):
@@ -87,7 +77,7 @@ def group_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32):
         x: tensor of rank >= 2.
         gamma: optional `(C,)` scale (`None`: 1).
         beta: optional `(C,)` shift (`None`: 0).
-        axis: int, the channel axis (not 0).
+        axis: int, the channel axis (not 0: the statistics are per example).
         epsilon: float added to the variance inside the square root.
         groups: positive int $G$ dividing the channel count, or -1 for one
             channel per group.
@@ -98,10 +88,7 @@ def group_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32):
     Raises:
         ValueError: for a bad `axis` or `groups`.
     """
-    owner = "keras_norms.ops.group_norm"
-    x = _stats.upcast(x)
-    axis = group_ops._check_axis(axis, len(x.shape), owner)
-    groups = group_ops._resolve_groups(groups, x.shape[axis], owner)
+    x, axis, groups = _stats.grouped_input(x, axis, groups, "keras_norms.ops.group_norm")
     gamma, beta = _stats.like(gamma, x), _stats.like(beta, x)
     # Kernels receive a non-negative axis and the resolved (positive) groups.
     return dispatch("group_norm", _group_norm_reference, x, gamma, beta, axis, epsilon, groups)
@@ -120,13 +107,6 @@ def _final_vector(v, channels, groups):
     return ops.repeat(v, channels // groups, axis=0)
 
 
-def _prepare(x, axis, groups, owner):
-    x = _stats.upcast(x)
-    axis = group_ops._check_axis(axis, len(x.shape), owner)
-    groups = group_ops._resolve_groups(groups, x.shape[axis], owner)
-    return x, axis, groups
-
-
 def _channel_step(x_hat, gamma, beta, axis, epsilon, groups):
     channels = x_hat.shape[axis]
     gamma = _final_vector(_stats.like(gamma, x_hat), channels, groups)
@@ -135,15 +115,8 @@ def _channel_step(x_hat, gamma, beta, axis, epsilon, groups):
 
 
 def batch_channel_norm(
-    x,
-    batch_gamma=None,
-    batch_beta=None,
-    gamma=None,
-    beta=None,
-    axis=-1,
-    epsilon=1e-5,
-    groups=32,
-    synchronized=False,
+    x, batch_gamma=None, batch_beta=None, gamma=None, beta=None, axis=-1, epsilon=1e-5, groups=32,
+    synchronized=False
 ):
     """Large-batch BCN in training mode: batch norm, then group norm.
 
@@ -173,7 +146,7 @@ def batch_channel_norm(
         `(y, mean, variance)`: the output and the `(C,)` batch statistics
         (for the moving averages), in float32 or wider.
     """
-    x, axis, groups = _prepare(x, axis, groups, "keras_norms.ops.batch_channel_norm")
+    x, axis, groups = _stats.grouped_input(x, axis, groups, "keras_norms.ops.batch_channel_norm")
     x_hat, mean, variance = batch_norm(x, batch_gamma, batch_beta, axis, epsilon, synchronized=synchronized)
     return _channel_step(x_hat, gamma, beta, axis, epsilon, groups), mean, variance
 
@@ -235,16 +208,8 @@ def estimated_moments(x, moving_mean, moving_variance, axis=-1, momentum=0.99, s
 
 
 def batch_channel_norm_inference(
-    x,
-    moving_mean,
-    moving_variance,
-    batch_gamma=None,
-    batch_beta=None,
-    gamma=None,
-    beta=None,
-    axis=-1,
-    epsilon=1e-5,
-    groups=32,
+    x, moving_mean, moving_variance, batch_gamma=None, batch_beta=None, gamma=None, beta=None, axis=-1,
+    epsilon=1e-5, groups=32
 ):
     """BCN with given per-channel statistics (inference, both modes).
 
@@ -267,13 +232,14 @@ def batch_channel_norm_inference(
         gamma: optional final scale, `(C,)` or `(G,)`.
         beta: optional final shift, `(C,)` or `(G,)`.
         axis: int, the channel axis (not 0).
-        epsilon: float, used by both normalizations.
+        epsilon: float, used by both normalizations (the batch step and the
+            group step).
         groups: positive int $G$ dividing the channel count, or -1.
 
     Returns:
         The output, in float32 or wider.
     """
-    x, axis, groups = _prepare(x, axis, groups, "keras_norms.ops.batch_channel_norm_inference")
+    x, axis, groups = _stats.grouped_input(x, axis, groups, "keras_norms.ops.batch_channel_norm_inference")
     moving_mean = ops.stop_gradient(_stats.like(moving_mean, x))
     moving_variance = ops.stop_gradient(_stats.like(moving_variance, x))
     x_hat = batch_norm_inference(x, moving_mean, moving_variance, batch_gamma, batch_beta, axis, epsilon)
@@ -281,18 +247,8 @@ def batch_channel_norm_inference(
 
 
 def batch_channel_norm_estimate(
-    x,
-    moving_mean,
-    moving_variance,
-    batch_gamma=None,
-    batch_beta=None,
-    gamma=None,
-    beta=None,
-    axis=-1,
-    epsilon=1e-5,
-    groups=32,
-    momentum=0.99,
-    synchronized=False,
+    x, moving_mean, moving_variance, batch_gamma=None, batch_beta=None, gamma=None, beta=None, axis=-1,
+    epsilon=1e-5, groups=32, momentum=0.99, synchronized=False
 ):
     """Micro-batch BCN (EstBN) in training mode.
 
@@ -331,7 +287,7 @@ def batch_channel_norm_estimate(
         `(y, mean, variance)`: the output and the `(C,)` updated estimates
         (stop-gradient), in float32 or wider.
     """
-    x, axis, groups = _prepare(x, axis, groups, "keras_norms.ops.batch_channel_norm_estimate")
+    x, axis, groups = _stats.grouped_input(x, axis, groups, "keras_norms.ops.batch_channel_norm_estimate")
     shards = _replicas.device_slices(x)
     if not synchronized and shards > 1:
         return _replicas.per_device(

@@ -15,9 +15,9 @@ deviation.
 Everything is written in `keras.ops`; statistics are computed in float32 or
 wider (see `_stats`), two-pass, and results come back in that dtype for the
 caller to cast. The three ops go through `dispatch`: backend kernels
-(`keras_norms/_backends/*evonorm*.py`, one-pass shifted moments) give the same
+(`keras_norms/_backends/{torch,xla}/evonorm.py`, one-pass shifted moments) give the same
 outputs and gradients; see `docs/fast-paths.md`. S0's group moments come from the helper group normalization
-uses (`group._group_moments`).
+uses (`_stats.group_moments`).
 
 Shapes: `x` has rank >= 3 (EvoNorm acts on feature maps: B0's instance
 variance is taken over the spatial axes) with the batch on axis 0 and
@@ -26,12 +26,11 @@ channels on `axis` (not 0); per-channel vectors have shape `(C,)`.
 
 from keras import ops
 
-from keras_norms._backends import dispatch
-from keras_norms._backends import run_reference
+from keras_norms.ops import _common
 from keras_norms.ops import _replicas
 from keras_norms.ops import _stats
-from keras_norms.ops import group as group_ops
-from keras_norms.ops.group import _group_moments
+from keras_norms.ops._dispatch import dispatch
+from keras_norms.ops._dispatch import run_reference
 
 
 def _prepare(x, axis, owner):
@@ -46,34 +45,23 @@ def _prepare(x, axis, owner):
             "keras.layers.Reshape((1, C)); note that B0's instance variance "
             "is then 0."
         )
-    axis = group_ops._check_axis(axis, ndim, owner)
+    axis = _stats.channel_axis(axis, ndim, owner)
     return x, axis
 
 
-def _vector(v, ndim, axis, channels, x):
+def _vector(v, x, axis):
     """A `(C,)` vector as `x`'s dtype, shaped to broadcast along `axis`."""
-    return None if v is None else ops.reshape(_stats.like(v, x), _stats.broadcast_shape(ndim, axis, channels))
-
-
-def _affine(y, gamma, beta):
-    if gamma is not None:
-        y = y * gamma
-    if beta is not None:
-        y = y + beta
-    return y
+    return _common.channel_vector(_stats.like(v, x), len(x.shape), axis)
 
 
 def _b0(x, variance, v, gamma, beta, axis, epsilon):
     """B0 with a given per-channel variance (broadcastable to `x`)."""
-    ndim = len(x.shape)
-    channels = x.shape[axis]
-    v, gamma, beta = (_vector(t, ndim, axis, channels, x) for t in (v, gamma, beta))
-    spatial = [i for i in range(1, ndim) if i != axis]
-    _, instance_variance = _stats.moments(x, spatial, keepdims=True)
+    v, gamma, beta = (_vector(t, x, axis) for t in (v, gamma, beta))
+    _, instance_variance = _stats.moments(x, _common.spatial_axes(len(x.shape), axis), keepdims=True)
     left = ops.sqrt(variance + epsilon)
     right = ops.sqrt(instance_variance + epsilon)
     right = right + (x if v is None else v * x)
-    return _affine(x / ops.maximum(left, right), gamma, beta)
+    return _common.scale_and_shift(x / ops.maximum(left, right), gamma, beta)
 
 
 def evonorm_b0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5, synchronized=False):
@@ -162,7 +150,7 @@ def evonorm_b0_inference(x, moving_variance, v=None, gamma=None, beta=None, axis
 
 
 def _evonorm_b0_inference_reference(x, moving_variance, v, gamma, beta, axis, epsilon):
-    variance = _vector(ops.stop_gradient(moving_variance), len(x.shape), axis, x.shape[axis], x)
+    variance = _vector(ops.stop_gradient(moving_variance), x, axis)
     return _b0(x, variance, v, gamma, beta, axis, epsilon)
 
 
@@ -180,14 +168,15 @@ def evonorm_s0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5, groups=3
     (x316 at $\\epsilon=10^{-5}$): finite, but large.
 
     Args:
-        x: tensor of rank >= 3.
+        x: tensor of rank >= 3 (batch, spatial axes, channels).
         v: optional `(C,)` gate weights (`None`: 1).
         gamma: optional `(C,)` scale (`None`: 1).
         beta: optional `(C,)` shift (`None`: 0).
         axis: int, the channel axis (not 0).
-        epsilon: float added to the variance inside the square root.
+        epsilon: float added to the group variance inside the square root.
         groups: positive int $G$ dividing the channel count, or -1 for one
-            channel per group.
+            channel per group (the variance of each channel over the
+            spatial positions).
 
     Returns:
         The output, in float32 or wider.
@@ -198,16 +187,15 @@ def evonorm_s0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5, groups=3
     """
     owner = "keras_norms.ops.evonorm_s0"
     x, axis = _prepare(x, axis, owner)
-    groups = group_ops._resolve_groups(groups, x.shape[axis], owner)
+    groups = _common.resolve_groups(groups, x.shape[axis], owner)
     v, gamma, beta = (_stats.like(t, x) for t in (v, gamma, beta))
     # Kernels receive the upcast `x`, a non-negative axis and the resolved (positive) groups.
     return dispatch("evonorm_s0", _evonorm_s0_reference, x, v, gamma, beta, axis, epsilon, groups)
 
 
 def _evonorm_s0_reference(x, v, gamma, beta, axis, epsilon, groups):
-    view, _, variance = _group_moments(x, axis, groups)
-    rank = len(view.shape)
-    v, gamma, beta = (group_ops._group_vector(_stats.like(t, x), rank, axis, groups) for t in (v, gamma, beta))
+    view, _, variance = _stats.group_moments(x, axis, groups)
+    v, gamma, beta = (_common.group_vector(_stats.like(t, x), len(view.shape), axis, groups) for t in (v, gamma, beta))
     gate = ops.sigmoid(view if v is None else v * view)
-    y = _affine(view * gate / ops.sqrt(variance + epsilon), gamma, beta)
+    y = _common.scale_and_shift(view * gate / ops.sqrt(variance + epsilon), gamma, beta)
     return ops.reshape(y, ops.shape(x))

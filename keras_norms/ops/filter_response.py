@@ -24,8 +24,9 @@ shape `(C,)`.
 from keras import KerasTensor
 from keras import ops
 
-from keras_norms._backends import dispatch
+from keras_norms.ops import _common
 from keras_norms.ops import _stats
+from keras_norms.ops._dispatch import dispatch
 
 
 def _check_axis(axis, ndim, owner):
@@ -34,18 +35,8 @@ def _check_axis(axis, ndim, owner):
             f"{owner}: expected an input of rank >= 2 (batch, ..., channels), "
             f"received rank {ndim}."
         )
-    axis = _stats.canonical_axis(axis, ndim, owner)
-    if axis == 0:
-        raise ValueError(
-            f"{owner}: axis=0 is the batch axis. Pass the channel axis (e.g. -1 "
-            "or 1); the mean square is taken over the other non-batch axes."
-        )
-    return axis
-
-
-def spatial_axes(ndim, axis):
-    """The axes FRN reduces over: all but the batch axis 0 and `axis` (>= 0)."""
-    return [i for i in range(1, ndim) if i != axis]
+    fix = ". Pass the channel axis (e.g. -1 or 1); the mean square is taken over the other non-batch axes."
+    return _stats.channel_axis(axis, ndim, owner, fix)
 
 
 def mean_square(x, axis=-1):
@@ -67,11 +58,11 @@ def mean_square(x, axis=-1):
     x = _stats.upcast(x)
     ndim = len(x.shape)
     axis = _check_axis(axis, ndim, "keras_norms.ops.mean_square")
-    axes = spatial_axes(ndim, axis)
+    axes = _common.spatial_axes(ndim, axis)
     if not axes:  # an empty axis list means "all axes" to some backends' sum
         return ops.square(x)
     # A sum over a count, not ops.mean: Keras's torch mean runs float64 in float32.
-    count = ops.cast(_stats._count(x, axes), x.dtype)
+    count = ops.cast(_common.count(x, axes), x.dtype)
     return ops.sum(ops.square(x), axis=axes, keepdims=True) / count
 
 
@@ -123,12 +114,8 @@ def filter_response_norm(
     if learned_epsilon is not None:
         total_epsilon = epsilon + ops.abs(_stats.like(learned_epsilon, x))
     scale = ops.rsqrt(mean_square(x, axis) + total_epsilon)
-    if gamma is not None:
-        scale = scale * _channel_vector(gamma, x, axis)
-    y = x * scale
-    if beta is not None:
-        y = y + _channel_vector(beta, x, axis)
-    return y
+    gamma, beta = _channel_vector(gamma, x, axis), _channel_vector(beta, x, axis)
+    return _common.scale_and_shift(x * scale, gamma, beta)
 
 
 def tlu(x, tau, axis=-1):
@@ -142,7 +129,7 @@ def tlu(x, tau, axis=-1):
     rounded to that dtype. Where $x=\\tau_c$ the gradient follows the
     backend's `maximum` (PyTorch and JAX split it in half, TensorFlow gives
     it to $x$). PyTorch has a kernel with a hand-written backward
-    (`keras_norms/_backends/torch_tlu.py`); see `docs/fast-paths.md`.
+    (`keras_norms/_backends/torch/tlu.py`); see `docs/fast-paths.md`.
 
     Args:
         x: tensor of rank >= 2, batch on axis 0.
@@ -167,7 +154,4 @@ def _tlu_reference(x, tau, axis):
 
 def _channel_vector(v, x, axis):
     """A `(C,)` vector in `x`'s dtype, shaped to broadcast along `axis` of `x`."""
-    v = _stats.like(v, x)
-    if len(v.shape) == len(x.shape):
-        return v
-    return ops.reshape(v, _stats.broadcast_shape(len(x.shape), axis, -1))
+    return _common.channel_vector(_stats.like(v, x), len(x.shape), axis)

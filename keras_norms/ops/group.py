@@ -25,93 +25,10 @@ axis is reshaped in place into `(G, C_g)` and the batch axis into
 
 from keras import ops
 
-from keras_norms._backends import dispatch
+from keras_norms.ops import _common
 from keras_norms.ops import _replicas
 from keras_norms.ops import _stats
-from keras_norms.ops.normalization import _affine
-from keras_norms.ops.normalization import _split_ghosts
-
-
-def _resolve_groups(groups, channels, owner):
-    """The number of channel groups: `groups`, or `channels` for `groups=-1`.
-
-    Raises:
-        ValueError: if `groups` is not a positive int or -1, or does not
-            divide `channels`.
-    """
-    if isinstance(groups, bool) or not isinstance(groups, int) or (groups < 1 and groups != -1):
-        raise ValueError(
-            f"{owner}: `groups` must be a positive int or -1 (one channel per "
-            f"group), received groups={groups!r}."
-        )
-    if groups == -1:
-        return channels
-    if channels % groups:
-        raise ValueError(
-            f"{owner}: groups={groups} does not divide the {channels} "
-            "channels. Pass a divisor of the channel count (or -1 for one "
-            "channel per group)."
-        )
-    return groups
-
-
-def _validate_examples_per_group(examples_per_group, owner):
-    if (
-        isinstance(examples_per_group, bool)
-        or not isinstance(examples_per_group, int)
-        or examples_per_group < 1
-    ):
-        raise ValueError(
-            f"{owner}: `examples_per_group` must be a positive int, received "
-            f"examples_per_group={examples_per_group!r}."
-        )
-
-
-def _check_axis(axis, ndim, owner):
-    axis = _stats.canonical_axis(axis, ndim, owner)
-    if axis == 0:
-        raise ValueError(
-            f"{owner}: axis=0 is the batch axis, which example groups split. "
-            "Pass the channel axis (e.g. -1 or 1)."
-        )
-    return axis
-
-
-def _split_channels(shape, axis, groups):
-    """`shape` with the entry at `axis` replaced by `(groups, C // groups)`."""
-    shape = list(shape)
-    channels = shape[axis]
-    return shape[:axis] + [groups, channels // groups] + shape[axis + 1 :]
-
-
-def _group_moments(x, axis, groups):
-    """The `(N, ..., G, C_g, ...)` view of `x` and its per-(example, group) moments.
-
-    Two-pass mean and biased variance (`_stats.moments`) over each example's
-    group channels and all spatial positions, kept broadcastable against the
-    view. Shared by group norm (`batch_channel.py`), EvoNorm-S0 (`evonorm.py`) and
-    the example's own moments of Batch-Group inference.
-    `axis` is non-negative and `groups` divides the channel count.
-    """
-    x = _stats.upcast(x)
-    view = ops.reshape(x, _split_channels(ops.shape(x), axis, groups))
-    rank = len(view.shape)
-    reduce_axes = [i for i in range(rank) if i not in (0, axis)]
-    mean, variance = _stats.moments(view, reduce_axes, keepdims=True)
-    return view, mean, variance
-
-
-def _group_vector(v, ndim, axis, groups):
-    """A `(C,)` vector shaped to broadcast along the `(G, C_g)` pair at `axis`.
-
-    `ndim` is the rank of the view the result broadcasts against.
-    """
-    if v is None:
-        return None
-    shape = [1] * ndim
-    shape[axis] = groups
-    shape[axis + 1] = -1
-    return ops.reshape(v, shape)
+from keras_norms.ops._dispatch import dispatch
 
 
 def _cells(x, axis, groups, examples_per_group):
@@ -119,7 +36,7 @@ def _cells(x, axis, groups, examples_per_group):
 
     The batch axis becomes `(K, E)` (zero-padded with a validity mask when
     `E` does not divide the batch, or the batch size is unknown: see
-    `_split_ghosts`) and the channel axis `(G, C_g)`. `E` is capped at the
+    `_common.split_ghosts`) and the channel axis `(G, C_g)`. `E` is capped at the
     batch size when that is static.
 
     Returns:
@@ -131,9 +48,9 @@ def _cells(x, axis, groups, examples_per_group):
     ndim = len(x.shape)
     if x.shape[0] is not None:
         examples_per_group = max(1, min(examples_per_group, x.shape[0]))
-    ghosts, valid, counts, batch = _split_ghosts(x, examples_per_group)
+    ghosts, valid, counts, batch = _common.split_ghosts(x, examples_per_group)
     g_axis = axis + 1  # the channel axis in the (K, E, ...) view
-    view = ops.reshape(ghosts, _split_channels(ops.shape(ghosts), g_axis, groups))
+    view = ops.reshape(ghosts, _common.split_channels(ops.shape(ghosts), g_axis, groups))
     if valid is not None:
         valid = ops.expand_dims(valid, -1)  # rank ndim + 2, like `view`
     reduce_axes = [i for i in range(ndim + 2) if i not in (0, g_axis)]
@@ -143,7 +60,7 @@ def _cells(x, axis, groups, examples_per_group):
 def _full_batch_moments(x, axis):
     """Per-channel mean of `x` and of `x**2` over every axis but `axis`."""
     axes = _stats.reduction_axes(len(x.shape), axis)
-    count = ops.cast(_stats._count(x, axes), x.dtype)
+    count = ops.cast(_common.count(x, axes), x.dtype)
     mean = ops.sum(x, axis=axes) / count
     second_moment = ops.sum(ops.square(x), axis=axes) / count
     return mean, second_moment
@@ -177,11 +94,8 @@ def batch_group_moments(x, axis=-1, groups=32, examples_per_group=2):
         of examples in each example group, in float32 or wider.
     """
     owner = "keras_norms.ops.batch_group_moments"
-    _validate_examples_per_group(examples_per_group, owner)
-    x = _stats.upcast(x)
-    ndim = len(x.shape)
-    axis = _check_axis(axis, ndim, owner)
-    groups = _resolve_groups(groups, x.shape[axis], owner)
+    _common.check_positive_int(examples_per_group, "examples_per_group", owner)
+    x, axis, groups = _stats.grouped_input(x, axis, groups, owner)
     view, valid, counts, _, _, reduce_axes = _cells(x, axis, groups, examples_per_group)
     mean, variance = _stats.moments(view, reduce_axes, mask=valid)
     return mean, variance, counts
@@ -192,14 +106,8 @@ def _batch_group_norm_reference(x, gamma, beta, axis, epsilon, groups, examples_
     view, valid, _, batch, g_axis, reduce_axes = _cells(x, axis, groups, examples_per_group)
     mean, variance = _stats.moments(view, reduce_axes, keepdims=True, mask=valid)
     rank = len(view.shape)
-    y = _affine(
-        view,
-        mean,
-        variance,
-        _group_vector(gamma, rank, g_axis, groups),
-        _group_vector(beta, rank, g_axis, groups),
-        epsilon,
-    )
+    gamma, beta = (_common.group_vector(v, rank, g_axis, groups) for v in (gamma, beta))
+    y = _common.normalize_folded(view, mean, variance, gamma, beta, epsilon)
     y = ops.reshape(y, [-1] + list(ops.shape(x)[1:]))
     if valid is not None:
         y = y[:batch]
@@ -208,14 +116,7 @@ def _batch_group_norm_reference(x, gamma, beta, axis, epsilon, groups, examples_
 
 
 def batch_group_norm(
-    x,
-    gamma=None,
-    beta=None,
-    axis=-1,
-    epsilon=1e-3,
-    groups=32,
-    examples_per_group=2,
-    synchronized=False,
+    x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32, examples_per_group=2, synchronized=False
 ):
     """Batch-Group normalization in training mode.
 
@@ -261,10 +162,8 @@ def batch_group_norm(
         ValueError: for a bad `axis`, `groups` or `examples_per_group`.
     """
     owner = "keras_norms.ops.batch_group_norm"
-    _validate_examples_per_group(examples_per_group, owner)
-    x = _stats.upcast(x)
-    axis = _check_axis(axis, len(x.shape), owner)
-    groups = _resolve_groups(groups, x.shape[axis], owner)
+    _common.check_positive_int(examples_per_group, "examples_per_group", owner)
+    x, axis, groups = _stats.grouped_input(x, axis, groups, owner)
     gamma, beta = _stats.like(gamma, x), _stats.like(beta, x)
     shards = _replicas.device_slices(x)
     if shards > 1:  # example groups within each device's slice; the averaged moments are global
@@ -287,7 +186,7 @@ def batch_group_norm(
     )
     if _replicas.synchronizes(synchronized):
         # Only the moving-state moments are combined, so every kernel stays valid.
-        count = _stats._count(x, _stats.reduction_axes(len(x.shape), axis))
+        count = _common.count(x, _stats.reduction_axes(len(x.shape), axis))
         mean, second_moment = _replicas.pooled([mean, second_moment], count)
     return y, mean, second_moment
 
@@ -297,10 +196,10 @@ def _batch_group_norm_inference_reference(
 ):
     x = _stats.upcast(x)
     rank = len(x.shape) + 1  # the (N, ..., G, C_g, ...) view
-    g, b = (_group_vector(v, rank, axis, groups) for v in (gamma, beta))
+    g, b = (_common.group_vector(v, rank, axis, groups) for v in (gamma, beta))
     # Population moments of each channel group, from the per-channel state.
-    m1 = _group_vector(moving_mean, rank, axis, groups)
-    m2 = _group_vector(moving_second_moment, rank, axis, groups)
+    m1 = _common.group_vector(moving_mean, rank, axis, groups)
+    m2 = _common.group_vector(moving_second_moment, rank, axis, groups)
     per_group = float(x.shape[axis] // groups)
 
     def group_mean(v):  # a sum over a count: Keras's torch mean runs float64 in float32
@@ -313,38 +212,23 @@ def _batch_group_norm_inference_reference(
     # of raw moments left is each channel's m2 - m1**2. That one cannot be
     # avoided: the state holds raw moments, as in the official code.
     pop_variance = group_mean(m2 - ops.square(m1)) + group_mean(ops.square(m1 - pop_mean))
-    alpha = example_weight
-    if alpha == 0:
-        view = ops.reshape(x, _split_channels(ops.shape(x), axis, groups))
-        mixed_mean, mixed_variance = pop_mean, pop_variance
+    if example_weight == 0:
+        view = ops.reshape(x, _common.split_channels(ops.shape(x), axis, groups))
+        mean, variance = pop_mean, ops.maximum(pop_variance, 0.0)
     else:
         # The example's own group moments, over its group's channels and all
-        # spatial positions (two-pass; rank 2 with C_g = 1 gives x and 0).
-        view, own_mean, own_variance = _group_moments(x, axis, groups)
-        mixed_mean = alpha * own_mean + (1.0 - alpha) * pop_mean
-        # Equals alpha*S2 + (1-alpha)*M2 - mixed_mean**2 (the official moment
-        # mix), expanded into terms that are non-negative for a valid state,
-        # so float32 cannot cancel it below zero.
-        mixed_variance = (
-            alpha * own_variance
-            + (1.0 - alpha) * pop_variance
-            + alpha * (1.0 - alpha) * ops.square(own_mean - pop_mean)
-        )
-    mixed_variance = ops.maximum(mixed_variance, 0.0)
-    y = _affine(view, mixed_mean, mixed_variance, g, b, epsilon)
+        # spatial positions (two-pass; rank 2 with C_g = 1 gives x and 0),
+        # mixed as alpha*S2 + (1-alpha)*M2 - mixed_mean**2 (the official
+        # moment mix) in the form that cannot cancel below zero.
+        view, own_mean, own_variance = _stats.group_moments(x, axis, groups)
+        mean, variance = _stats.mix_moments(own_mean, own_variance, pop_mean, pop_variance, example_weight)
+    y = _common.normalize_folded(view, mean, variance, g, b, epsilon)
     return ops.reshape(y, ops.shape(x))
 
 
 def batch_group_norm_inference(
-    x,
-    moving_mean,
-    moving_second_moment,
-    gamma=None,
-    beta=None,
-    axis=-1,
-    epsilon=1e-3,
-    groups=32,
-    example_weight=0.0,
+    x, moving_mean, moving_second_moment, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32,
+    example_weight=0.0
 ):
     """Batch-Group normalization in inference mode, with example weighing.
 
@@ -388,9 +272,7 @@ def batch_group_norm_inference(
         ValueError: for a bad `axis` or `groups`.
     """
     owner = "keras_norms.ops.batch_group_norm_inference"
-    x = _stats.upcast(x)
-    axis = _check_axis(axis, len(x.shape), owner)
-    groups = _resolve_groups(groups, x.shape[axis], owner)
+    x, axis, groups = _stats.grouped_input(x, axis, groups, owner)
     moving_mean, moving_second_moment, gamma, beta = (
         _stats.like(v, x) for v in (moving_mean, moving_second_moment, gamma, beta)
     )

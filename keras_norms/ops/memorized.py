@@ -31,10 +31,11 @@ back in that dtype for the caller to cast.
 
 from keras import ops
 
-from keras_norms._backends import dispatch
-from keras_norms._backends import run_reference
+from keras_norms.ops import _common
 from keras_norms.ops import _replicas
 from keras_norms.ops import _stats
+from keras_norms.ops._dispatch import dispatch
+from keras_norms.ops._dispatch import run_reference
 from keras_norms.ops.normalization import batch_norm_inference
 from keras_norms.ops.normalization import normalize
 
@@ -54,35 +55,12 @@ def _check_memory(memory_mean, memory_second_moment, memory_weights, owner):
     return size
 
 
-def _slot_weights(newest, filled, size, memory_weights, dtype):
-    """Normalized weights `(k,)` of the slots: 0 for the unfilled ones.
-
-    `newest` is the slot of the newest batch, `filled` the number of used
-    slots (slots `0 .. filled-1`). All zeros when `filled` is 0.
-    """
-    index = ops.arange(size, dtype=dtype)
-    valid = ops.cast(ops.less(index, filled), dtype)
-    if memory_weights is None:
-        raw = valid
-    else:
-        age = ops.mod(newest - index + size, size)  # slot i holds the batch of this age
-        by_age = ops.cast(ops.equal(ops.expand_dims(age, 1), ops.expand_dims(index, 0)), dtype)
-        eta = ops.convert_to_tensor([float(w) for w in memory_weights], dtype=dtype)
-        raw = ops.sum(by_age * ops.expand_dims(eta, 0), axis=1) * valid
-    total = ops.sum(raw)
-    return raw / ops.where(total > 0, total, ops.ones_like(total))
-
-
 def _pool(means, variances, weights):
     """Pooled mean and variance of per-slot `(k, C)` moments (centred form)."""
     weights = ops.expand_dims(weights, 1)
     mean = ops.sum(weights * means, axis=0)
     variance = ops.sum(weights * (variances + ops.square(means - mean)), axis=0)
     return mean, variance
-
-
-def _memory_variances(means, second_moments):
-    return ops.relu(second_moments - ops.square(means))
 
 
 def advance_memory_count(count, memory_size):
@@ -129,23 +107,15 @@ def memorized_moments(memory_mean, memory_second_moment, count, memory_weights=N
     count = ops.cast(count, dtype)
     filled = ops.minimum(count, size)
     newest = ops.mod(count + (size - 1), size)
-    weights = _slot_weights(newest, filled, size, memory_weights, dtype)
-    mean, variance = _pool(means, _memory_variances(means, second), weights)
+    weights = _common.slot_weights(newest, filled, size, memory_weights, dtype)
+    mean, variance = _pool(means, _common.memory_variances(means, second), weights)
     variance = ops.where(filled > 0, variance, ops.ones_like(variance))
     return mean, variance
 
 
 def memorized_batch_norm(
-    x,
-    memory_mean,
-    memory_second_moment,
-    count,
-    gamma=None,
-    beta=None,
-    axis=-1,
-    epsilon=1e-3,
-    memory_weights=None,
-    synchronized=False,
+    x, memory_mean, memory_second_moment, count, gamma=None, beta=None, axis=-1, epsilon=1e-3, memory_weights=None,
+    synchronized=False
 ):
     """Memorized batch normalization in training mode.
 
@@ -206,37 +176,16 @@ def memorized_batch_norm(
     return dispatch("memorized_batch_norm", _memorized_batch_norm_reference, *args)
 
 
-def memory_slots(memory_mean, memory_second_moment, count, memory_weights, dtype):
-    """The memory as constants, the current batch's slot and the slot weights.
-
-    Shared by the reference and the backend kernels of `memorized_batch_norm`.
-
-    Returns:
-        `(memory_mean, memory_second_moment, current, weights)`: the `(k, C)`
-        buffers (stop-gradient, in `dtype`), a `(k, 1)` boolean one-hot of
-        slot $n \\bmod k$, and the `(k,)` normalized weights of the
-        $\\min(n+1, k)$ used slots.
-    """
-    size = memory_mean.shape[0]
-    memory_mean = ops.stop_gradient(ops.cast(memory_mean, dtype))
-    memory_second = ops.stop_gradient(ops.cast(memory_second_moment, dtype))
-    count = ops.cast(count, dtype)
-    slot = ops.mod(count, size)
-    current = ops.expand_dims(ops.equal(ops.arange(size, dtype=dtype), slot), 1)
-    weights = _slot_weights(slot, ops.minimum(count + 1, size), size, memory_weights, dtype)
-    return memory_mean, memory_second, current, weights
-
-
 def _memorized_batch_norm_reference(
     x, memory_mean, memory_second_moment, count, gamma, beta, axis, epsilon, memory_weights, moments=_stats.moments
 ):
     batch_mean, batch_variance = moments(x, _stats.reduction_axes(len(x.shape), axis))
-    memory_mean, memory_second, current, weights = memory_slots(
+    memory_mean, memory_second, current, weights = _common.memory_slots(
         memory_mean, memory_second_moment, count, memory_weights, x.dtype
     )
     means = ops.where(current, ops.expand_dims(batch_mean, 0), memory_mean)
     variances = ops.where(
-        current, ops.expand_dims(batch_variance, 0), _memory_variances(memory_mean, memory_second)
+        current, ops.expand_dims(batch_variance, 0), _common.memory_variances(memory_mean, memory_second)
     )
     mean, variance = _pool(means, variances, weights)
     y = normalize(x, mean, variance, gamma, beta, axis, epsilon)
@@ -248,15 +197,7 @@ def _memorized_batch_norm_reference(
 
 
 def memorized_batch_norm_inference(
-    x,
-    memory_mean,
-    memory_second_moment,
-    count,
-    gamma=None,
-    beta=None,
-    axis=-1,
-    epsilon=1e-3,
-    memory_weights=None,
+    x, memory_mean, memory_second_moment, count, gamma=None, beta=None, axis=-1, epsilon=1e-3, memory_weights=None
 ):
     """Memorized batch normalization at inference: the pooled memory.
 

@@ -23,16 +23,14 @@ Reference:
     ICML 2016, arXiv:1603.01431.
 """
 
-import math
-
 from keras import ops
 
-from keras_norms._backends import dispatch
 from keras_norms.ops import _stats
+from keras_norms.ops._common import RELU_MEAN
+from keras_norms.ops._common import RELU_STD
+from keras_norms.ops._dispatch import dispatch
 
-# Mean and standard deviation of max(Z, 0) for Z ~ N(0, 1), from their closed forms.
-RELU_MEAN = 1.0 / math.sqrt(2.0 * math.pi)
-RELU_STD = math.sqrt(0.5 * (1.0 - 1.0 / math.pi))
+__all__ = ["RELU_MEAN", "RELU_STD", "l2_normalize_weights", "norm_prop_relu"]
 
 
 def l2_normalize_weights(kernel, axes, epsilon=1e-8, gamma=None):
@@ -90,7 +88,7 @@ def norm_prop_relu(x):
     $x\\sim\\mathcal N(0,1)$, $y$ has mean 0 and variance 1. The constants do not
     depend on the preceding layer's $\\gamma,\\beta$ (NormProp's design).
     Computed in float32 (float64 stays float64) and cast back to `x`'s dtype.
-    PyTorch has a kernel with one autograd node (`_backends/torch_activations.py`).
+    PyTorch has a kernel with one autograd node (`_backends/torch/activations.py`).
 
     Args:
         x: tensor, any float dtype.

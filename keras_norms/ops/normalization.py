@@ -13,44 +13,11 @@ in that dtype and the caller casts them to its compute dtype.
 from keras import KerasTensor
 from keras import ops
 
-from keras_norms._backends import dispatch
-from keras_norms._backends import run_reference
+from keras_norms.ops import _common
 from keras_norms.ops import _replicas
 from keras_norms.ops import _stats
-
-
-def _channels_vector(v, ndim, axis, channels):
-    """Reshapes a `(C,)` vector to broadcast along `axis` of a rank-`ndim` x."""
-    if v is None:
-        return None
-    if len(v.shape) == ndim:
-        return v
-    return ops.reshape(v, _stats.broadcast_shape(ndim, axis, channels))
-
-
-def _affine(x, mean, variance, gamma, beta, epsilon):
-    """`gamma * (x - mean) / sqrt(variance + epsilon) + beta`, scale folded.
-
-    All arguments broadcast to `x`. `gamma / sqrt(variance + epsilon)` is
-    folded into one per-channel scale, so the full-size tensor sees a
-    subtract, a multiply and an add, one elementwise pass that XLA fuses.
-    Centring before scaling (rather than `x * scale + (beta - mean * scale)`)
-    avoids cancellation when |mean| >> std: the fully folded form loses
-    about |mean|/std ulps, e.g. 4e-5 at batch size 1 with epsilon 1e-5.
-    """
-    scale = ops.rsqrt(variance + epsilon)
-    if gamma is not None:
-        scale = scale * gamma
-    # The gradient to `mean` of `(x - mean) * scale` is `-scale * sum(dy)`, but
-    # autodiff (and XLA) computes it as a full-size `sum(dy * scale)`. Centre
-    # on a frozen mean and route the mean's gradient through the per-channel
-    # shift instead: `mean - frozen` is exactly 0, so the values are unchanged,
-    # and `sum(dy)` is shared with the gradient of `beta`.
-    frozen = ops.stop_gradient(mean)
-    shift = (frozen - mean) * scale
-    if beta is not None:
-        shift = shift + beta
-    return (x - frozen) * scale + shift
+from keras_norms.ops._dispatch import dispatch
+from keras_norms.ops._dispatch import run_reference
 
 
 def normalize(x, mean, variance, gamma=None, beta=None, axis=-1, epsilon=1e-3):
@@ -77,12 +44,9 @@ def normalize(x, mean, variance, gamma=None, beta=None, axis=-1, epsilon=1e-3):
     x = _stats.upcast(x)
     ndim = len(x.shape)
     axis = _stats.canonical_axis(axis, ndim, "keras_norms.ops.normalize")
-    channels = x.shape[axis]
-
-    def vec(v):
-        return _channels_vector(_stats.like(v, x), ndim, axis, channels)
-
-    return _affine(x, vec(mean), vec(variance), vec(gamma), vec(beta), epsilon)
+    mean, variance, gamma, beta = (_common.channel_vector(_stats.like(v, x), ndim, axis) for v in
+                                   (mean, variance, gamma, beta))
+    return _common.normalize_folded(x, mean, variance, gamma, beta, epsilon)
 
 
 def _broadcast_mask(mask, x):
@@ -158,54 +122,9 @@ def batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, mask=None, synch
     )
 
 
-def _split_ghosts(x, virtual_batch_size):
-    """Views `x` as `(K, B', ...)` consecutive ghost batches.
-
-    When the batch size is not a multiple of `B'` (or is unknown while
-    tracing) the batch is zero-padded to `K * B'` and a validity mask marks
-    the real examples.
-
-    Returns:
-        `(ghosts, valid, counts, batch_size)`: `valid` is `None` or a boolean
-        tensor broadcastable to `ghosts`; `counts` holds the number of real
-        examples per ghost, shape `(K,)`.
-    """
-    ndim = len(x.shape)
-    shape = ops.shape(x)
-    rest = list(shape[1:])
-    static_batch = x.shape[0]
-    if static_batch is not None and static_batch % virtual_batch_size == 0:
-        num_ghosts = static_batch // virtual_batch_size
-        ghosts = ops.reshape(x, [num_ghosts, virtual_batch_size] + rest)
-        counts = ops.full((num_ghosts,), float(virtual_batch_size), x.dtype)
-        return ghosts, None, counts, static_batch
-    batch = shape[0]
-    num_ghosts = (batch + virtual_batch_size - 1) // virtual_batch_size
-    padding = num_ghosts * virtual_batch_size - batch
-    padded = ops.pad(x, [[0, padding]] + [[0, 0]] * (ndim - 1))
-    ghosts = ops.reshape(padded, [-1, virtual_batch_size] + rest)
-    index = ops.reshape(ops.arange(num_ghosts * virtual_batch_size), [-1, virtual_batch_size])
-    valid = ops.reshape(index < batch, [-1, virtual_batch_size] + [1] * (ndim - 1))
-    first = ops.arange(num_ghosts) * virtual_batch_size
-    counts = ops.cast(ops.minimum(virtual_batch_size, batch - first), x.dtype)
-    return ghosts, valid, counts, batch
-
-
 def _ghost_axes(ndim, axis):
     """Reduction axes of the `(K, B', ...)` view: all but ghost and channel."""
     return [i for i in range(ndim + 1) if i not in (0, axis + 1)]
-
-
-def _validate_virtual_batch_size(virtual_batch_size, owner):
-    if (
-        isinstance(virtual_batch_size, bool)
-        or not isinstance(virtual_batch_size, int)
-        or virtual_batch_size < 1
-    ):
-        raise ValueError(
-            f"{owner}: `virtual_batch_size` must be a positive int, received "
-            f"virtual_batch_size={virtual_batch_size!r}."
-        )
 
 
 def ghost_moments(x, axis=-1, virtual_batch_size=1):
@@ -227,7 +146,7 @@ def ghost_moments(x, axis=-1, virtual_batch_size=1):
         of examples in each ghost, in float32 or wider.
     """
     owner = "keras_norms.ops.ghost_moments"
-    _validate_virtual_batch_size(virtual_batch_size, owner)
+    _common.check_positive_int(virtual_batch_size, "virtual_batch_size", owner)
     x = _stats.upcast(x)
     ndim = len(x.shape)
     axis = _stats.canonical_axis(axis, ndim, owner)
@@ -247,16 +166,11 @@ def _ghost_statistics(x, axis, virtual_batch_size):
         `(ghosts, mean, variance, valid, counts, batch)`, with `mean` and
         `variance` shaped to broadcast over the `(K, B', ...)` ghosts.
     """
-    ghosts, valid, counts, batch = _split_ghosts(x, virtual_batch_size)
+    ghosts, valid, counts, batch = _common.split_ghosts(x, virtual_batch_size)
     mean, variance = _stats.moments(
         ghosts, _ghost_axes(len(x.shape), axis), keepdims=True, mask=valid
     )
     return ghosts, mean, variance, valid, counts, batch
-
-
-def _ghost_vector(v, ndim, axis, channels):
-    """A `(C,)` vector shaped for the `(K, B', ...)` view (channels at axis+1)."""
-    return None if v is None else ops.reshape(v, _stats.broadcast_shape(ndim + 1, axis + 1, channels))
 
 
 def _merge_ghosts(y, x, valid, batch):
@@ -302,7 +216,7 @@ def ghost_batch_norm(
         `(y, mean, variance)` with `(C,)` statistics, in float32 or wider.
     """
     owner = "keras_norms.ops.ghost_batch_norm"
-    _validate_virtual_batch_size(virtual_batch_size, owner)
+    _common.check_positive_int(virtual_batch_size, "virtual_batch_size", owner)
     x = _stats.upcast(x)
     ndim = len(x.shape)
     axis = _stats.canonical_axis(axis, ndim, owner)
@@ -323,26 +237,26 @@ def ghost_batch_norm(
 
 
 def _ghost_batch_norm_reference(x, gamma, beta, axis, epsilon, virtual_batch_size):
+    return _normalize_ghosts(x, axis, epsilon, virtual_batch_size, lambda mean, variance, vector: (
+        vector(gamma), vector(beta)))
+
+
+def _normalize_ghosts(x, axis, epsilon, virtual_batch_size, affine):
+    """Each ghost normalized with its own moments; `(y, pooled mean, pooled variance)`.
+
+    `affine(mean, variance, vector)` gives the `(scale, shift)` of the
+    ghosts' statistics, `vector` shaping a `(C,)` one for the ghost view.
+    """
     ndim = len(x.shape)
-    channels = x.shape[axis]
     ghosts, mean, variance, valid, counts, batch = _ghost_statistics(x, axis, virtual_batch_size)
-    g = _ghost_vector(gamma, ndim, axis, channels)
-    b = _ghost_vector(beta, ndim, axis, channels)
-    y = _merge_ghosts(_affine(ghosts, mean, variance, g, b, epsilon), x, valid, batch)
-    return (y,) + _pooled_ghost_statistics(mean, variance, counts, channels)
+    scale, shift = affine(mean, variance, lambda v: _common.channel_vector(v, ndim + 1, axis + 1))
+    y = _merge_ghosts(_common.normalize_folded(ghosts, mean, variance, scale, shift, epsilon), x, valid, batch)
+    return (y,) + _pooled_ghost_statistics(mean, variance, counts, x.shape[axis])
 
 
 def ghost_batch_renorm(
-    x,
-    gamma,
-    beta,
-    renorm_mean,
-    renorm_stddev,
-    axis=-1,
-    epsilon=1e-3,
-    renorm_clipping=None,
-    virtual_batch_size=1,
-    synchronized=False,
+    x, gamma, beta, renorm_mean, renorm_stddev, axis=-1, epsilon=1e-3, renorm_clipping=None, virtual_batch_size=1,
+    synchronized=False
 ):
     """Batch Renormalization per ghost batch (training mode).
 
@@ -357,7 +271,7 @@ def ghost_batch_renorm(
     `ghost_batch_norm` (weights $n_k/N$).
 
     Args:
-        x: tensor of rank >= 2.
+        x: tensor of rank >= 2, batch on axis 0 (split into ghosts).
         gamma: optional `(C,)` scale (`None`: 1).
         beta: optional `(C,)` shift (`None`: 0).
         renorm_mean: `(C,)` renorm moving mean.
@@ -366,17 +280,14 @@ def ghost_batch_renorm(
         epsilon: float.
         renorm_clipping: optional dict with keys among `rmin`, `rmax`, `dmax`.
         virtual_batch_size: positive int $B'$; $B' \\ge N$ is plain renorm.
-        synchronized: bool. A ghost batch never spans replicas: each
-            replica splits its own batch into ghosts. True: the pooled
-            statistics are averaged over the replicas with weights $N_r/N$
-            (the global pooled statistics). Under a JAX `keras.distribution`
-            the ghosts are taken within each device's slice either way.
+        synchronized: bool, the pooled statistics averaged over the
+            replicas (see `ghost_batch_norm`).
 
     Returns:
         `(y, mean, variance)` with the pooled `(C,)` statistics.
     """
     owner = "keras_norms.ops.ghost_batch_renorm"
-    _validate_virtual_batch_size(virtual_batch_size, owner)
+    _common.check_positive_int(virtual_batch_size, "virtual_batch_size", owner)
     x = _stats.upcast(x)
     ndim = len(x.shape)
     axis = _stats.canonical_axis(axis, ndim, owner)
@@ -389,25 +300,20 @@ def ghost_batch_renorm(
         return (y,) + tuple(_replicas.pooled([mean, variance], ops.shape(x)[0]))
     if x.shape[0] is not None and x.shape[0] <= virtual_batch_size:
         return batch_renorm(x, gamma, beta, renorm_mean, renorm_stddev, axis, epsilon, renorm_clipping)
-    channels = x.shape[axis]
-    gamma, beta = _stats.like(gamma, x), _stats.like(beta, x)
-    ghosts, mean, variance, valid, counts, batch = _ghost_statistics(x, axis, virtual_batch_size)
-    r, d = renorm_correction(
-        mean,
-        variance,
-        _ghost_vector(_stats.like(renorm_mean, x), ndim, axis, channels),
-        _ghost_vector(_stats.like(renorm_stddev, x), ndim, axis, channels),
-        epsilon,
-        renorm_clipping,
-    )
-    g = _ghost_vector(gamma, ndim, axis, channels)
-    b = _ghost_vector(beta, ndim, axis, channels)
-    scale = r if g is None else r * g
-    shift = d if g is None else d * g
-    if b is not None:
-        shift = shift + b
-    y = _merge_ghosts(_affine(ghosts, mean, variance, scale, shift, epsilon), x, valid, batch)
-    return (y,) + _pooled_ghost_statistics(mean, variance, counts, channels)
+    gamma, beta, renorm_mean, renorm_stddev = (_stats.like(v, x) for v in (gamma, beta, renorm_mean, renorm_stddev))
+
+    def affine(mean, variance, vector):
+        r, d = renorm_correction(mean, variance, vector(renorm_mean), vector(renorm_stddev), epsilon, renorm_clipping)
+        return _renorm_affine(r, d, vector(gamma), vector(beta))
+
+    return _normalize_ghosts(x, axis, epsilon, virtual_batch_size, affine)
+
+
+def _renorm_affine(r, d, gamma, beta):
+    """Batch Renormalization's corrections composed into the affine: `(r * gamma, d * gamma + beta)`."""
+    scale = r if gamma is None else r * gamma
+    shift = d if gamma is None else d * gamma
+    return scale, shift if beta is None else shift + beta
 
 
 def _batch_norm_inference_reference(
@@ -416,30 +322,15 @@ def _batch_norm_inference_reference(
     x = _stats.upcast(x)
     ndim = len(x.shape)
     axis = _stats.canonical_axis(axis, ndim, "keras_norms.ops.batch_norm_inference")
-    channels = x.shape[axis]
-
-    def vec(v):
-        return _channels_vector(v, ndim, axis, channels)
-
-    pop_mean, pop_variance = vec(mean), vec(variance)
-    if example_weight == 0:
-        return _affine(x, pop_mean, pop_variance, vec(gamma), vec(beta), epsilon)
-    alpha = example_weight
-    spatial = [i for i in range(ndim) if i not in (0, axis)]
-    if spatial:
-        own_mean, own_variance = _stats.moments(x, spatial, keepdims=True)
-    else:  # (N, C): the example's own moments are x and x**2.
-        own_mean, own_variance = x, ops.zeros_like(x)
-    mixed_mean = alpha * own_mean + (1.0 - alpha) * pop_mean
-    # Equals alpha*E_i[x^2] + (1-alpha)*(var + mean^2) - mixed_mean^2, written
-    # as a sum of non-negative terms so float32 cannot cancel below zero.
-    mixed_variance = (
-        alpha * own_variance
-        + (1.0 - alpha) * pop_variance
-        + alpha * (1.0 - alpha) * ops.square(own_mean - pop_mean)
-    )
-    mixed_variance = ops.maximum(mixed_variance, 0.0)
-    return _affine(x, mixed_mean, mixed_variance, vec(gamma), vec(beta), epsilon)
+    mean, variance, gamma, beta = (_common.channel_vector(v, ndim, axis) for v in (mean, variance, gamma, beta))
+    if example_weight != 0:
+        spatial = _common.spatial_axes(ndim, axis)
+        if spatial:
+            own_mean, own_variance = _stats.moments(x, spatial, keepdims=True)
+        else:  # (N, C): the example's own moments are x and x**2.
+            own_mean, own_variance = x, ops.zeros_like(x)
+        mean, variance = _stats.mix_moments(own_mean, own_variance, mean, variance, example_weight)
+    return _common.normalize_folded(x, mean, variance, gamma, beta, epsilon)
 
 
 def batch_norm_inference(
@@ -531,16 +422,8 @@ def renorm_correction(mean, variance, renorm_mean, renorm_stddev, epsilon, renor
 
 
 def batch_renorm(
-    x,
-    gamma,
-    beta,
-    renorm_mean,
-    renorm_stddev,
-    axis=-1,
-    epsilon=1e-3,
-    renorm_clipping=None,
-    mask=None,
-    synchronized=False,
+    x, gamma, beta, renorm_mean, renorm_stddev, axis=-1, epsilon=1e-3, renorm_clipping=None, mask=None,
+    synchronized=False
 ):
     """Batch Renormalization in training mode (Ioffe, 2017).
 
@@ -584,8 +467,5 @@ def batch_renorm(
         x, _stats.reduction_axes(ndim, axis), mask=_broadcast_mask(mask, x)
     )
     r, d = renorm_correction(mean, variance, renorm_mean, renorm_stddev, epsilon, renorm_clipping)
-    scale = r if gamma is None else r * gamma
-    shift = d if gamma is None else d * gamma
-    if beta is not None:
-        shift = shift + beta
+    scale, shift = _renorm_affine(r, d, gamma, beta)
     return normalize(x, mean, variance, scale, shift, axis, epsilon), mean, variance

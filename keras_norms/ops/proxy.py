@@ -47,6 +47,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_norms.ops import _common
 from keras_norms.ops import _stats
 
 DEFAULT_NUM_POINTS = 256
@@ -187,15 +188,7 @@ def proxy_moments(gamma, beta, activation, grid=None, proxy_gamma=None, proxy_be
 
 
 def proxy_norm(
-    y,
-    gamma=None,
-    beta=None,
-    activation="relu",
-    grid=None,
-    epsilon=1e-3,
-    axis=-1,
-    proxy_gamma=None,
-    proxy_beta=None,
+    y, gamma=None, beta=None, activation="relu", grid=None, epsilon=1e-3, axis=-1, proxy_gamma=None, proxy_beta=None
 ):
     """Affine, activation and Proxy Normalization of `y`, per channel.
 
@@ -241,7 +234,7 @@ def proxy_norm(
         None if proxy_gamma is None else ops.cast(proxy_gamma, dtype),
         None if proxy_beta is None else ops.cast(proxy_beta, dtype),
     )
-    shape = _stats.broadcast_shape(ndim, axis, -1)
+    shape = _common.broadcast_shape(ndim, axis, -1)
     pre = x
     if gamma is not None:
         pre = pre * ops.reshape(ops.cast(gamma, dtype), shape)

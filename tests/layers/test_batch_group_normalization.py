@@ -394,8 +394,8 @@ def test_inference_takes_the_reference():
 def test_torch_kernel_declines_half_precision_and_keeps_two_pass_accuracy():
     import torch
 
-    from keras_norms._backends import Declined
-    from keras_norms._backends import torch_group
+    from keras_norms._backends.torch import group as torch_group
+    from keras_norms.ops._dispatch import Declined
 
     x = torch.tensor(data((8, 4, 4, 6)))
     for dtype in ("float16", "bfloat16"):

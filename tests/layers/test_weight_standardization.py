@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_norms.fold import fold_weight_standardization
+from keras_norms.models.fold import fold_weight_standardization
 from keras_norms.layers import weight_standardization as wsl
 from keras_norms.ops import weight_standardization as ws_ops
 from tests.backend_utils import layer_gradients

@@ -1,8 +1,10 @@
-"""One-pass group normalization with a folded scale and shift (XLA fast path).
+"""TensorFlow and JAX fast paths for `keras_norms.ops.group_norm` and `batch_group_norm`: one pass, folded affine.
 
-The TensorFlow and JAX fast paths for `keras_norms.ops.group_norm` and
-`keras_norms.ops.batch_group_norm` re-export the kernels of this module; they
-are written in `keras.ops` only, so they are shared. Under `jax.jit` or
+The kernels are written in `keras.ops` only, so the two backends share
+them. They are taken for float32 and float64 inputs (the public ops upcast
+16-bit inputs first), any rank >= 2, any channel axis but 0, and (batch-group
+norm) any batch size, a smaller trailing example group included; they decline
+nothing else. Under `jax.jit` or
 `tf.function(jit_compile=True)` XLA computes the two sums below in **one**
 pass over the data (sibling reductions fuse), and the output in a second,
 elementwise pass; the two-pass reference needs the mean before the squared
@@ -41,9 +43,9 @@ reference 10 ms.
 from keras import backend
 from keras import ops
 
-from keras_norms._backends import decline_input
-from keras_norms.ops import _stats
-from keras_norms.ops.normalization import _split_ghosts
+from keras_norms.ops import _common
+from keras_norms.ops._dispatch import decline_input
+from keras_norms.ops._dispatch import kernel
 
 
 class _Cells:
@@ -60,13 +62,13 @@ class _Cells:
         if examples == 1:
             self.counts, self.batch, self.padded = None, None, False
         else:
-            _, valid, self.counts, self.batch = _split_ghosts(per_example, examples)
+            _, valid, self.counts, self.batch = _common.split_ghosts(per_example, examples)
             self.padded = valid is not None
 
     def sum(self, v):
         """`(N, C)` -> `(K, G)` sums over each cell's examples and channels."""
         if self.examples > 1:
-            v, _, _, _ = _split_ghosts(v, self.examples)  # (K, E, C), padding rows are 0
+            v, _, _, _ = _common.split_ghosts(v, self.examples)  # (K, E, C), padding rows are 0
             v = ops.sum(v, axis=1)
         return ops.sum(ops.reshape(v, (-1, self.groups, self.channels // self.groups)), axis=2)
 
@@ -87,12 +89,11 @@ class _Cells:
 
 def _normalize_cells(x, gamma, beta, axis, epsilon, groups, examples):
     """The one-pass normalization of every cell; also `(shift, s1, s2, spatial_count)`, all `(N, C)` but the count."""
-    ndim = len(x.shape)
     channels = x.shape[axis]
-    spatial = [i for i in range(1, ndim) if i != axis]
-    per_channel_shape = [-1 if i == 0 else (channels if i == axis else 1) for i in range(ndim)]
-    spatial_count = _stats._count(x, spatial)
-    first = ops.reshape(x[tuple(slice(0, 1) if i in spatial else slice(None) for i in range(ndim))], (-1, channels))
+    spatial = _common.spatial_axes(len(x.shape), axis)
+    per_channel_shape = _common.per_example_shape(len(x.shape), axis, channels)
+    spatial_count = _common.count(x, spatial)
+    first = ops.reshape(first_position(x, spatial), (-1, channels))
     cells = _Cells(first, groups, examples)
     per_cell_channels = channels // groups
 
@@ -121,10 +122,16 @@ def _normalize_cells(x, gamma, beta, axis, epsilon, groups, examples):
     return y, (shift, s1, s2, spatial_count)
 
 
+def first_position(x, spatial):
+    """`x` at the first position of the `spatial` axes, which are kept with size 1."""
+    return x[tuple(slice(0, 1) if i in spatial else slice(None) for i in range(len(x.shape)))]
+
+
 def _accepts(x):
     return backend.standardize_dtype(x.dtype) in ("float32", "float64")
 
 
+@kernel("group_norm", backends=("tensorflow", "jax"))
 def group_norm_one_pass(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32):
     """`group_norm` in one pass with folded scale and shift (see module doc).
 
@@ -139,6 +146,7 @@ def group_norm_one_pass(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=
     return y
 
 
+@kernel("batch_group_norm", backends=("tensorflow", "jax"))
 def batch_group_norm_one_pass(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32, examples_per_group=2):
     """`batch_group_norm` in one pass: cells of `E` examples x `C_g` channels.
 

@@ -26,10 +26,11 @@ declines (`decline(reason)`) otherwise. Decisions use static facts only.
 import keras
 import torch
 
-from keras_norms._backends import decline
-from keras_norms._backends import decline_input
-
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+from keras_norms._backends.torch._common import FLOAT_DTYPES
+from keras_norms._backends.torch._common import refusal
+from keras_norms.ops._common import broadcast_shape
+from keras_norms.ops._dispatch import decline
+from keras_norms.ops._dispatch import kernel
 
 
 class _TLU(torch.autograd.Function):
@@ -50,17 +51,17 @@ class _TLU(torch.autograd.Function):
         return dx, dtau, None
 
 
+@kernel("tlu", backends=("torch",))
 def tlu(x, tau, axis=-1):
     """TLU kernel: the output of the reference, with a hand-written backward when a gradient is wanted."""
-    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
-        return decline_input(x, "a floating-point dtype")
+    declined = refusal(x, (torch.float16, torch.bfloat16) + FLOAT_DTYPES, "a floating-point dtype")
+    if declined is not None:
+        return declined
     if x.dim() < 2:
         return decline("rank-1 input")
     if not isinstance(tau, torch.Tensor):
         tau = keras.ops.convert_to_tensor(tau)
-    shape = [1] * x.dim()
-    shape[axis] = -1
-    tau = tau.to(device=x.device, dtype=x.dtype).reshape(shape)
+    tau = tau.to(device=x.device, dtype=x.dtype).reshape(broadcast_shape(x.dim(), axis, -1))
     if not torch.is_grad_enabled() or not (x.requires_grad or tau.requires_grad):
         return torch.clamp(x, min=tau)
     reduce_dims = tuple(i for i in range(x.dim()) if i != axis)

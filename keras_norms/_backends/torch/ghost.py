@@ -30,10 +30,10 @@ Decisions use static facts only.
 
 import torch
 
-from keras_norms._backends import decline
-from keras_norms._backends import decline_input
-
-_FLOAT_DTYPES = (torch.float32, torch.float64)
+from keras_norms._backends.torch._common import refusal
+from keras_norms._backends.torch._common import vector_or
+from keras_norms.ops._dispatch import decline
+from keras_norms.ops._dispatch import kernel
 
 
 class _GhostBatchNorm(torch.autograd.Function):
@@ -75,10 +75,12 @@ class _GhostBatchNorm(torch.autograd.Function):
         return dx, dgamma, dbeta, None, None
 
 
+@kernel("ghost_batch_norm", backends=("torch",))
 def ghost_batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, virtual_batch_size=1):
     """Ghost BN training kernel: the reference's `(y, pooled mean, pooled variance)` for equal ghosts."""
-    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
-        return decline_input(x)
+    declined = refusal(x)
+    if declined is not None:
+        return declined
     if x.dim() < 2:
         return decline("rank-1 input")
     batch, channels = x.shape[0], x.shape[axis]
@@ -95,10 +97,7 @@ def ghost_batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, virtual_ba
         return decline("channel axis in the middle (only last or 1)")
     if view.numel() // (ghosts * channels) < 2:
         return decline("one value per ghost batch and channel")
-    gamma = torch.ones(channels, dtype=x.dtype, device=x.device) if gamma is None else gamma.to(x.dtype)
-    beta = torch.zeros(channels, dtype=x.dtype, device=x.device) if beta is None else beta.to(x.dtype)
-    y, mean, variance = _GhostBatchNorm.apply(
-        view, gamma.reshape(vector_shape), beta.reshape(vector_shape), dims, epsilon
-    )
+    gamma, beta = (vector_or(v, channels, x, fill).reshape(vector_shape) for v, fill in ((gamma, 1.0), (beta, 0.0)))
+    y, mean, variance = _GhostBatchNorm.apply(view, gamma, beta, dims, epsilon)
     # Equal ghosts: the pooled statistics (weights n_k / N) are plain means over the ghosts.
     return y.reshape(x.shape), mean.mean(0).reshape(channels), variance.mean(0).reshape(channels)

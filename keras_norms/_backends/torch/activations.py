@@ -13,11 +13,10 @@ upcasts first). Decisions use static facts only.
 
 import torch
 
-from keras_norms._backends import decline_input
-from keras_norms.ops.norm_prop import RELU_MEAN
-from keras_norms.ops.norm_prop import RELU_STD
-
-_FLOAT_DTYPES = (torch.float32, torch.float64)
+from keras_norms._backends.torch._common import refusal
+from keras_norms.ops._common import RELU_MEAN
+from keras_norms.ops._common import RELU_STD
+from keras_norms.ops._dispatch import kernel
 
 
 class _NormPropReLU(torch.autograd.Function):
@@ -32,10 +31,12 @@ class _NormPropReLU(torch.autograd.Function):
         return torch.ops.aten.threshold_backward(dy, x, 0.0).div_(RELU_STD)
 
 
+@kernel("norm_prop_relu", backends=("torch",))
 def norm_prop_relu(x):
     """NormPropReLU kernel: the reference's outputs and gradients in one node."""
-    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
-        return decline_input(x)
+    declined = refusal(x)
+    if declined is not None:
+        return declined
     if not torch.is_grad_enabled() or not x.requires_grad:
         return torch.relu(x).sub_(RELU_MEAN).div_(RELU_STD)
     return _NormPropReLU.apply(x)

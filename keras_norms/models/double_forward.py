@@ -22,15 +22,16 @@ Each training step on batch $B_t$:
 The trainers of the three backends differ (a TensorFlow gradient tape, a
 stateless JAX step threading `non_trainable_variables`, PyTorch's autograd),
 so the step itself lives in one small module per backend,
-`keras_norms/_backends/<backend>_double_forward.py`, chosen at runtime.
+`keras_norms/_backends/<backend>/trainer.py`, chosen at runtime.
 """
 
 import contextlib
-import importlib
+import functools
 
 import keras
 
 from keras_norms.layers.memorized_batch_normalization import MemorizedBatchNormalization
+from keras_norms.ops import _dispatch
 
 
 def memorized_layers(model):
@@ -62,8 +63,8 @@ def forward_kwargs(model):
 
 
 def _backend_train_step():
-    module = importlib.import_module(f"keras_norms._backends.{keras.backend.backend()}_double_forward")
-    return module.double_forward_train_step
+    step = _dispatch.backend_part("trainer").double_forward_train_step
+    return functools.partial(step, phase=double_forward_phase, forward_kwargs=forward_kwargs)
 
 
 class DoubleForwardMixin:

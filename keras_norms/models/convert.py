@@ -8,97 +8,41 @@ that keep their meaning. Peers: timm's `convert_sync_batchnorm` and
 `freeze` (torch only); kecam's `clone_model` surgery (tf.keras only).
 """
 
-import importlib
-import inspect
 import warnings
 
 import keras
-import numpy as np
 
-from keras_norms import _clone
+from keras_norms.models import clone as _clone
+from keras_norms.layers import conversion_targets
+from keras_norms.layers import is_batch_normalization
 from keras_norms.layers import weight_standardization as ws
+from keras_norms.layers._base import build_like
+from keras_norms.layers._base import carry_weights
+from keras_norms.layers._base import converted_arguments
 
-_KERAS_NORMS_BN = "keras_norms.layers.batch_normalization"
-
-# The BN arguments every target receives when its constructor takes them
-# (the old layer's values); `groups` is added for grouped targets.
-_COMMON = (
-    "axis",
-    "momentum",
-    "epsilon",
-    "center",
-    "scale",
-    "beta_initializer",
-    "gamma_initializer",
-    "beta_regularizer",
-    "gamma_regularizer",
-    "beta_constraint",
-    "gamma_constraint",
-    "synchronized",
-)
-_DEFAULT_GROUPS = 32
-_AFFINE = {"gamma": "gamma", "beta": "beta"}
-_STATISTICS = {"moving_mean": "moving_mean", "moving_variance": "moving_variance"}
+# What a callable target's layer gets from the old one: the weights of these names and matching shapes.
+_CALLABLE_CARRIES = {name: name for name in ("gamma", "beta", "moving_mean", "moving_variance")}
 
 
-def _class(module, name):
-    """A loader of `keras_norms.layers.<module>.<name>`, imported when first used."""
+class _KerasGroupNormalization:
+    """The target "group_norm": `keras.layers.GroupNormalization`, converted here (keras_norms has no GN layer)."""
 
-    def load():
-        return getattr(importlib.import_module(f"keras_norms.layers.{module}"), name)
+    conversion_target = "group_norm"
+    conversion_carries = "γ, β"
+    conversion_adds = "none"
+    public_name = "keras.layers.GroupNormalization"
 
-    return load
-
-
-# name -> (class loader, {target weight: old BN weight} carried bit-equal, extra carry or None)
-def _bgn_second_moment(old, new):
-    """BGN keeps raw moments: its second moment is variance + mean**2 (computed in float64)."""
-    if new.moving_second_moment is None:
-        return
-    mean = np.asarray(keras.ops.convert_to_numpy(old.moving_mean), np.float64)
-    variance = np.asarray(keras.ops.convert_to_numpy(old.moving_variance), np.float64)
-    new.moving_second_moment.assign((variance + mean**2).astype(new.moving_second_moment.dtype))
+    @staticmethod
+    def from_batch_normalization(bn, **options):
+        cls = keras.layers.GroupNormalization
+        layer = cls(**converted_arguments(bn, cls, options))
+        build_like(layer, bn)
+        carry_weights(bn, layer, {"gamma": "gamma", "beta": "beta"})
+        return layer
 
 
-def _mbn_memory(old, new):
-    """MBN keeps a memory of batch moments: slot 0 gets the moving mean and variance + mean**2, count 1."""
-    mean = np.asarray(keras.ops.convert_to_numpy(old.moving_mean), np.float64)
-    variance = np.asarray(keras.ops.convert_to_numpy(old.moving_variance), np.float64)
-    for variable, value in ((new.memory_mean, mean), (new.memory_second_moment, variance + mean**2)):
-        memory = np.zeros(variable.shape, np.float64)
-        memory[0] = value
-        variable.assign(memory.astype(variable.dtype))
-    new.memory_count.assign(np.ones(new.memory_count.shape, new.memory_count.dtype))
-
-
-def _bcn_affine(new):
-    # Per-channel final affine: the old gamma/beta restore the pretrained scale
-    # after the group step; a per-group one cannot hold them, so they go to
-    # the batch step.
-    if new.final_affine == "channel":
-        return {**_AFFINE, **_STATISTICS}
-    return {"batch_gamma": "gamma", "batch_beta": "beta", **_STATISTICS}
-
-
-_TARGETS = {
-    "batch_norm": (_class("batch_normalization", "BatchNormalization"), "all", None),
-    "ghost_batch_norm": (_class("batch_normalization", "GhostBatchNormalization"), "all", None),
-    "batch_group_norm": (
-        _class("batch_group_normalization", "BatchGroupNormalization"),
-        {**_AFFINE, "moving_mean": "moving_mean"},
-        _bgn_second_moment,
-    ),
-    "group_norm": (lambda: keras.layers.GroupNormalization, _AFFINE, None),
-    "batch_channel_norm": (_class("batch_channel_normalization", "BatchChannelNormalization"), _bcn_affine, None),
-    "filter_response_norm": (_class("filter_response_normalization", "FilterResponseNormalization"), _AFFINE, None),
-    "evonorm_s0": (_class("evonorm", "EvoNormS0"), _AFFINE, None),
-    "evonorm_b0": (_class("evonorm", "EvoNormB0"), {**_AFFINE, "moving_variance": "moving_variance"}, None),
-    "memorized_batch_norm": (
-        _class("memorized_batch_normalization", "MemorizedBatchNormalization"),
-        _AFFINE,
-        _mbn_memory,
-    ),
-}
+# name -> class with `from_batch_normalization`: the one table of targets, read from the layer classes.
+_TARGETS = dict(sorted({**conversion_targets(), "group_norm": _KerasGroupNormalization}.items()))
 TARGETS = tuple(_TARGETS)
 
 # Kernel layers and their weight-standardized versions (exact classes: a
@@ -121,93 +65,20 @@ _KERNEL_LAYERS = tuple(
 )
 
 
-def is_batch_normalization(layer):
-    """Whether `layer` is a Keras or keras_norms batch normalization (Ghost BN included)."""
-    if isinstance(layer, keras.layers.BatchNormalization):
-        return True
-    return any(cls.__module__ == _KERAS_NORMS_BN for cls in type(layer).__mro__)
-
-
-def _channels(layer):
-    variable = next(v for v in layer.weights if v.name in ("moving_mean", "gamma"))
-    return int(variable.shape[0])
-
-
-def _default_groups(channels):
-    """The largest divisor of `channels` that is <= 32 and leaves >= 2 channels per group (1 if none)."""
-    limit = min(_DEFAULT_GROUPS, channels // 2)
-    return max([g for g in range(1, limit + 1) if channels % g == 0], default=1)
-
-
-def _accepts(cls):
-    """The constructor arguments of `cls` and of its bases up to `keras.layers.Layer` (for `**kwargs` chains)."""
-    names = set()
-    for base in cls.__mro__:
-        if base is keras.layers.Layer or not issubclass(base, keras.layers.Layer):
-            break
-        if "__init__" in vars(base):
-            names |= set(inspect.signature(base.__init__).parameters)
-    return names - {"self", "args", "kwargs"}
-
-
-def _constructor_kwargs(layer, cls, options):
-    """The arguments of the new layer: the old layer's, then `options` (which win)."""
-    config = layer.get_config()
-    accepted = _accepts(cls)
-    if is_batch_normalization(layer) and cls.__module__ == _KERAS_NORMS_BN:
-        # keras_norms BN takes every argument of both BNs: the identity.
-        kwargs = {k: v for k, v in config.items() if k in accepted or k in ("name", "dtype", "trainable")}
-    else:
-        kwargs = {k: config[k] for k in _COMMON if k in accepted and k in config}
-        kwargs.update(name=config["name"], dtype=config["dtype"], trainable=config["trainable"])
-    if "groups" in accepted and "groups" not in options:
-        kwargs["groups"] = _default_groups(_channels(layer))
-    kwargs.update(options)
-    groups = kwargs.get("groups")
-    channels = _channels(layer)
-    if "groups" in options and isinstance(groups, int) and groups > 0 and channels % groups:
-        # No prefix or layer name: `_replacement` wraps this as "convert_normalization: cannot convert layer ...: ".
-        raise ValueError(
-            f"it has {channels} channels, "
-            f"which `groups`={groups} does not divide. Pass a `groups` that divides the "
-            "channel count of every normalization layer, or leave `groups` out (the "
-            "default takes, per layer, the largest divisor <= 32 leaving >= 2 channels per group)."
-        )
-    return kwargs
-
-
-def _carry(old, new, mapping):
-    """Assigns `old`'s weights to `new` as `{new weight name: old weight name}` says."""
-    olds = {v.name: v for v in old.weights}
-    news = {v.name: v for v in new.weights}
-    if mapping == "all":
-        mapping = {name: name for name in news}
-    for target, source in mapping.items():
-        if target in news and source in olds and tuple(news[target].shape) == tuple(olds[source].shape):
-            # A copy: on JAX an assigned array is shared, and fit() donates (deletes) it.
-            news[target].assign(np.array(keras.ops.convert_to_numpy(olds[source])))
-
-
 def _replacement(layer, to, options):
-    """`(new_layer, carry(old, new))` for the batch normalization `layer`."""
+    """`(new_layer, carry(old, new) or None)` for the batch normalization `layer`.
+
+    A registered target's layer is built and carries its weights already; a callable's gets them after cloning.
+    """
     try:
         if callable(to):
-            return to(layer), lambda old, new: _carry(old, new, {**_AFFINE, **_STATISTICS})
-        load, mapping, extra = _TARGETS[to]
-        cls = load()
-        new = cls(**_constructor_kwargs(layer, cls, options))
+            return to(layer), lambda old, new: carry_weights(old, new, _CALLABLE_CARRIES)
+        return _TARGETS[to].from_batch_normalization(layer, **options), None
     except (ValueError, TypeError, NotImplementedError) as error:
         raise type(error)(
             f"convert_normalization: cannot convert layer '{layer.name}' "
             f"({type(layer).__name__}) to {to!r}: {error}"
         ) from error
-
-    def carry(old, new):
-        _carry(old, new, mapping(new) if callable(mapping) else mapping)
-        if extra is not None:
-            extra(old, new)
-
-    return new, carry
 
 
 def _check_target(to, options):
@@ -224,14 +95,26 @@ def _check_target(to, options):
             f"convert_normalization: invalid `to`={to!r}. Pass one of {list(_TARGETS)}, "
             "or a callable receiving the old layer and returning the new (unbuilt) layer."
         )
-    try:
-        _TARGETS[to][0]()
-    except ImportError as error:
-        raise ValueError(
-            f"convert_normalization: the target {to!r} needs a layer that this "
-            f"keras_norms installation lacks ({error}). Upgrade keras_norms or pick "
-            f"another of {list(_TARGETS)}."
-        ) from error
+
+
+def conversion_table():
+    """The targets of `convert_normalization` as a Markdown table, read from the layer classes.
+
+    One row per registered target name: the layer class, the weights it
+    carries from the batch normalization and the weights it adds (each
+    class's `conversion_carries` and `conversion_adds`). The fine-tuning
+    guide shows it between its `<!-- generated: targets -->` markers
+    (`tests/test_conversion_table.py` checks that it is current and rewrites
+    it when run as a script).
+
+    Returns:
+        str: the Markdown table, one line per row, ending with a newline.
+    """
+    lines = ["| `to` | layer | carried from BN | new weights |", "|---|---|---|---|"]
+    for name, cls in _TARGETS.items():
+        public_name = getattr(cls, "public_name", f"keras_norms.{cls.__name__}")
+        lines.append(f'| `"{name}"` | `{public_name}` | {cls.conversion_carries} | {cls.conversion_adds} |')
+    return "\n".join(lines) + "\n"
 
 
 def _check_activations(activations, to):
@@ -320,19 +203,12 @@ def convert_normalization(model, to, convolutions=None, activations="keep", **op
     count $C$ with $G\\le 32$ and $C/G\\ge 2$ (32 for every ResNet50 layer);
     an explicit `groups` must divide every layer's $C$.
 
-    **Weights carried over** (exact copies):
-
-    | `to` | class | carried | new weights (their initializer) |
-    |---|---|---|---|
-    | `"batch_norm"` | `keras_norms.BatchNormalization` | all (the identity) | none |
-    | `"ghost_batch_norm"` | `keras_norms.GhostBatchNormalization` (pass `virtual_batch_size`) | all | none |
-    | `"batch_group_norm"` | `keras_norms.BatchGroupNormalization` | γ, β, moving mean | `moving_second_moment` = moving variance + mean² |
-    | `"group_norm"` | `keras.layers.GroupNormalization` | γ, β | none |
-    | `"batch_channel_norm"` | `keras_norms.BatchChannelNormalization` | γ, β → final γ, β; moving mean, variance | `batch_gamma` ones, `batch_beta` zeros |
-    | `"filter_response_norm"` | `keras_norms.FilterResponseNormalization` | γ, β | none (with `activations="fuse"`: the TLU after it, `tau` zeros) |
-    | `"evonorm_s0"`, `"evonorm_b0"` | `keras_norms.EvoNormS0`, `EvoNormB0` | γ, β (B0: moving variance) | `v` ones |
-    | `"memorized_batch_norm"` | `keras_norms.MemorizedBatchNormalization` | γ, β | memory slot 0 = moving mean and variance + mean², count 1 (other slots empty) |
-
+    **Weights carried over** (exact copies): each target layer's
+    `from_batch_normalization` builds it and carries the weights that keep
+    their meaning (γ, β, and the moving statistics where the layer has
+    them); the table of targets, what each carries and what it adds, is in
+    the guide "Fine-tuning Keras Applications" (and
+    `keras_norms.convert.conversion_table()`).
     With `final_affine="group"`, BCN's γ, β are per group and the old γ, β
     go to `batch_gamma`, `batch_beta` instead. Every convolution keeps its
     kernel and bias (a WS layer stores the raw kernel and standardizes it
@@ -370,7 +246,7 @@ def convert_normalization(model, to, convolutions=None, activations="keep", **op
 
     Args:
         model: a built Functional or Sequential `keras.Model`.
-        to: a registered name (the table above) or a callable receiving the old layer and returning the new,
+        to: a registered name (the guide's table) or a callable receiving the old layer and returning the new,
             unbuilt layer (give it `name=layer.name` to keep the name);
             weights named `gamma`, `beta`, `moving_mean`, `moving_variance`
             of matching shape carry over.
@@ -452,7 +328,8 @@ def convert_normalization(model, to, convolutions=None, activations="keep", **op
     converted, pairs = _clone.clone(model, replace)
     for layer, new in pairs:
         if id(layer) in carries:
-            carries[id(layer)](layer, new)
+            if carries[id(layer)] is not None:
+                carries[id(layer)](layer, new)
         elif id(layer) not in fused:
             new.set_weights(layer.get_weights())
     if not carries:

@@ -3,7 +3,7 @@
 The reference takes the batch's two-pass moments $m_b,v_b$, pools them with
 the memory (stop-gradient) into $\\mu,\\sigma^2$, normalizes, and lets
 autograd differentiate every step. Here the memory bookkeeping (slot,
-weights: `keras_norms.ops.memorized.memory_slots`, the same code) stays in
+weights: `keras_norms.ops._common.memory_slots`, the same code) stays in
 `keras.ops`, and a `torch.autograd.Function` does the full-size work on a
 free `(M, C)` (channels last) or `(N, C, S)` (channels first) view. With
 $w_0$ the current slot's weight and $\\delta=m_b-\\mu$ (the weights sum to
@@ -30,11 +30,11 @@ contiguous tensor. Decisions use static facts only.
 
 import torch
 
-from keras_norms._backends import decline
-from keras_norms._backends import decline_input
-from keras_norms.ops import memorized as mbn_ops  # the shared slot bookkeeping (keras.ops)
-
-_FLOAT_DTYPES = (torch.float32, torch.float64)
+from keras_norms._backends.torch._common import refusal
+from keras_norms._backends.torch._common import vector_or
+from keras_norms.ops import _common  # the slot bookkeeping the reference uses (keras.ops)
+from keras_norms.ops._dispatch import decline
+from keras_norms.ops._dispatch import kernel
 
 
 class _MemorizedBatchNorm(torch.autograd.Function):
@@ -82,12 +82,14 @@ class _MemorizedBatchNorm(torch.autograd.Function):
         return dx, dgamma, dbeta, None, None, None, None, None, None
 
 
+@kernel("memorized_batch_norm", backends=("torch",))
 def memorized_batch_norm(
     x, memory_mean, memory_second_moment, count, gamma=None, beta=None, axis=-1, epsilon=1e-3, memory_weights=None
 ):
     """MBN training kernel: the reference's `(y, new memory mean, new memory second moment)`."""
-    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
-        return decline_input(x)
+    declined = refusal(x)
+    if declined is not None:
+        return declined
     if x.dim() < 2:
         return decline("rank-1 input")
     if not x.is_contiguous():
@@ -99,12 +101,11 @@ def memorized_batch_norm(
         view, dims = x.reshape(x.shape[0], channels, -1), (0, 2)
     else:
         return decline("channel axis in the middle (only last or 1)")
-    memory_mean, memory_second, current, weights = mbn_ops.memory_slots(
+    memory_mean, memory_second, current, weights = _common.memory_slots(
         memory_mean, memory_second_moment, count, memory_weights, x.dtype
     )
-    memory_variances = mbn_ops._memory_variances(memory_mean, memory_second)
-    gamma = torch.ones(channels, dtype=x.dtype, device=x.device) if gamma is None else gamma.to(x.dtype)
-    beta = torch.zeros(channels, dtype=x.dtype, device=x.device) if beta is None else beta.to(x.dtype)
+    memory_variances = _common.memory_variances(memory_mean, memory_second)
+    gamma, beta = vector_or(gamma, channels, x, 1.0), vector_or(beta, channels, x, 0.0)
     y, batch_mean, batch_variance = _MemorizedBatchNorm.apply(
         view, gamma, beta, memory_mean, memory_variances, current, weights, dims, epsilon
     )

@@ -32,13 +32,12 @@ divide the batch size (the reference pads the last group and masks it); one
 value per (example group, channel group) cell. Decisions use static facts only; in eager torch the batch size is static.
 """
 
-import torch
 import torch.nn.functional as F
 
-from keras_norms._backends import decline
-from keras_norms._backends import decline_input
-
-_FLOAT_DTYPES = (torch.float32, torch.float64)
+from keras_norms._backends.torch._common import cast
+from keras_norms._backends.torch._common import refusal
+from keras_norms.ops._dispatch import decline
+from keras_norms.ops._dispatch import kernel
 
 
 def _to_groups(x, axis, examples):
@@ -65,16 +64,16 @@ def _to_groups(x, axis, examples):
     return grouped, back
 
 
-def batch_group_norm(
-    x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32, examples_per_group=2
-):
+@kernel("batch_group_norm", backends=("torch",))
+def batch_group_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32, examples_per_group=2):
     """`F.group_norm` on example groups; the same `(y, mean, second_moment)`.
 
     The public op hands kernels a non-negative `axis` and the resolved,
     positive `groups`.
     """
-    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
-        return decline_input(x)
+    declined = refusal(x)
+    if declined is not None:
+        return declined
     if x.dim() < 3:
         # dense (N, C): E*S = E values per channel, measured slower than the reference
         return decline("rank-2 input (the reference is faster there)")
@@ -90,13 +89,7 @@ def batch_group_norm(
     if grouped.shape[0] * (x.shape[axis] // groups) * grouped.shape[2] == 1:
         # F.group_norm raises ("more than 1 value per channel"); the output is beta
         return decline("one value per group")
-    y = F.group_norm(
-        grouped,
-        groups,
-        weight=None if gamma is None else gamma.to(x.dtype),
-        bias=None if beta is None else beta.to(x.dtype),
-        eps=epsilon,
-    )
+    y = F.group_norm(grouped, groups, weight=cast(gamma, x.dtype), bias=cast(beta, x.dtype), eps=epsilon)
     # Full-batch per-channel raw moments for the moving state, from the
     # contiguous (N/E, C, E*S) tensor (reductions over its inner axis).
     count = grouped.shape[0] * grouped.shape[2]

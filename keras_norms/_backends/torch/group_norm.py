@@ -29,10 +29,10 @@ neither 1 nor the last one. Decisions use static facts only.
 import torch
 import torch.nn.functional as F
 
-from keras_norms._backends import decline
-from keras_norms._backends import decline_input
-
-_FLOAT_DTYPES = (torch.float32, torch.float64)
+from keras_norms._backends.torch._common import cast
+from keras_norms._backends.torch._common import refusal
+from keras_norms.ops._dispatch import decline
+from keras_norms.ops._dispatch import kernel
 
 
 def _shifted_channels_last(x, groups):
@@ -46,16 +46,17 @@ def _shifted_channels_last(x, groups):
     return shifted.reshape(n, -1, 1, channels).permute(0, 3, 1, 2)
 
 
+@kernel("group_norm", backends=("torch",))
 def group_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32):
     """`F.group_norm` on a free view; the same output as the reference.
 
     The public op hands kernels a non-negative `axis` and the resolved,
     positive `groups`.
     """
-    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
-        return decline_input(x)
-    weight = None if gamma is None else gamma.to(x.dtype)
-    bias = None if beta is None else beta.to(x.dtype)
+    declined = refusal(x)
+    if declined is not None:
+        return declined
+    weight, bias = cast(gamma, x.dtype), cast(beta, x.dtype)
     if axis == 1:
         y = F.group_norm(x.reshape(x.shape[0], x.shape[1], -1), groups, weight, bias, epsilon)
         return y.reshape(x.shape)

@@ -17,7 +17,7 @@ $$d=x-k_{n,c},\\quad \\bar d_{n,c}=\\tfrac1S\\textstyle\\sum_s d,\\quad
 with $k_{n,c}$ the example's value at the first spatial position, detached
 (the variance is shift-invariant, and the gradient of $x-k$ is the
 identity). Shifting keeps $E[d^2]-\\bar d^2$ from cancelling when
-$|\\mu|\\gg\\sigma$ (see `keras_norms/ops/_group_norm_one_pass.py`). The
+$|\\mu|\\gg\\sigma$ (see `keras_norms/_backends/xla/group_norm.py`). The
 wider moments follow by the law of total variance over equal-sized parts,
 a sum of non-negative terms:
 
@@ -39,17 +39,17 @@ Decisions use static facts only.
 
 import torch
 
-from keras_norms._backends import Declined
-from keras_norms._backends import decline
-from keras_norms._backends import decline_input
-
-_FLOAT_DTYPES = (torch.float32, torch.float64)
+from keras_norms._backends.torch._common import refusal
+from keras_norms.ops._dispatch import Declined
+from keras_norms.ops._dispatch import decline
+from keras_norms.ops._dispatch import kernel
 
 
 def _rows(x, axis):
     """`(view, spatial dim)`: `x` as `(N, S, C)` (channels last) or `(N, C, S)` (channels first), or `(Declined, _)`."""
-    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOAT_DTYPES:
-        return decline_input(x), None
+    declined = refusal(x)
+    if declined is not None:
+        return declined, None
     if x.dim() < 3:
         return decline(f"rank-{x.dim()} input (kernel takes rank >= 3)"), None
     n = x.shape[0]
@@ -76,14 +76,6 @@ def _vector(t, rows, dim):
         return None
     t = t.to(rows.dtype)
     return t.reshape(1, 1, -1) if dim == 1 else t.reshape(1, -1, 1)
-
-
-def _affine(z, gamma, beta):
-    if gamma is not None and beta is not None:
-        return torch.addcmul(beta, z, gamma)
-    if gamma is not None:
-        return z * gamma
-    return z if beta is None else z + beta
 
 
 class _B0Output(torch.autograd.Function):
@@ -141,6 +133,7 @@ def _b0(rows, dim, batch_variance, instance_variance, v, gamma, beta, epsilon):
     return _B0Output.apply(rows, left, instance_std, v, gamma, beta, dim)
 
 
+@kernel("evonorm_b0", backends=("torch",))
 def evonorm_b0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5):
     """EvoNorm-B0 training kernel: the same `(y, batch variance)` as the reference."""
     rows, dim = _rows(x, axis)
@@ -154,6 +147,7 @@ def evonorm_b0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5):
     return y.reshape(x.shape), batch_variance.reshape(-1)
 
 
+@kernel("evonorm_b0_inference", backends=("torch",))
 def evonorm_b0_inference(x, moving_variance, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5):
     """EvoNorm-B0 inference kernel: the moving variance, detached, replaces the batch variance."""
     rows, dim = _rows(x, axis)
@@ -165,6 +159,7 @@ def evonorm_b0_inference(x, moving_variance, v=None, gamma=None, beta=None, axis
     return _b0(rows, dim, batch_variance, var_nc, v, gamma, beta, epsilon).reshape(x.shape)
 
 
+@kernel("evonorm_s0", backends=("torch",))
 def evonorm_s0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5, groups=32):
     """EvoNorm-S0 kernel; the public op hands a non-negative `axis` and the resolved, positive `groups`."""
     rows, dim = _rows(x, axis)

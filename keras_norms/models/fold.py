@@ -1,27 +1,110 @@
-"""Freezing normalization layers for fine-tuning, and folding BN for export.
+"""Folding for export: weight-standardized layers and inference batch normalization.
 
-`freeze_normalization` sets `trainable=False` on the normalization layers of
-a model: in Keras 3 a frozen batch normalization runs in inference mode
-(moving statistics, no updates) even under `fit`. `fold_batch_normalization`
-merges each inference-mode batch normalization into the convolution or dense
-layer before it. Peers: timm `freeze_batch_norm_2d` (BN -> FrozenBatchNorm2d),
-torch `fuse_conv_bn_eval`.
+`fold_weight_standardization`: WS is a deterministic reparameterization of
+the kernel, so a plain Keras layer holding the standardized kernel reproduces
+the WS layer's outputs; the folded model loads without keras_norms.
+`fold_batch_normalization` merges each inference-mode batch normalization
+into the convolution or dense layer before it (peer: torch
+`fuse_conv_bn_eval`).
 """
 
 import warnings
 
 import keras
 import numpy as np
+from keras import ops
 
-from keras_norms import _clone
-from keras_norms.convert import is_batch_normalization
-from keras_norms.layers._base import NormalizationLayer
+from keras_norms.layers import is_batch_normalization
+from keras_norms.layers.weight_standardization import WeightStandardizationMixin
+from keras_norms.models import clone as _clone
 
-_KERAS_NORMALIZATION = tuple(
-    getattr(keras.layers, name)
-    for name in ("BatchNormalization", "GroupNormalization", "LayerNormalization", "RMSNormalization")
-    if hasattr(keras.layers, name)
-)
+# Arguments of the WS layers that their Keras counterparts do not take; LoRA
+# is merged into the folded kernel.
+_WS_ONLY = ("ws_epsilon", "gamma", "gain_initializer", "lora_rank", "lora_alpha")
+
+
+def _plain_copy(layer):
+    """An unbuilt Keras counterpart of the WS `layer` (same config and name)."""
+    config = {k: v for k, v in layer.get_config().items() if k not in _WS_ONLY}
+    return layer._plain_layer.from_config(config)
+
+
+def _copy_weights(layer, clone):
+    """Copies `layer`'s weights into `clone`: for a WS layer, its standardized kernel and its bias."""
+    if isinstance(layer, WeightStandardizationMixin):
+        weights = [ops.convert_to_numpy(layer.standardized_kernel())]
+        if layer.bias is not None:
+            weights.append(ops.convert_to_numpy(layer.bias))
+        clone.set_weights(weights)
+    elif clone is not layer:
+        clone.set_weights(layer.get_weights())
+
+
+def fold_weight_standardization(model):
+    """An equivalent model with every WS layer replaced by its Keras layer.
+
+    Each `WSConv1D/2D/3D`, `WSDepthwiseConv2D`, `WSConv2DTranspose`,
+    `WSDense` and `ScaledWSConv1D/2D/3D` becomes the corresponding
+    `keras.layers` layer (same name and arguments, LoRA merged) whose
+    `kernel` is the standardized kernel
+
+    $$\\hat W=\\frac{W-\\mu}{\\sqrt{\\sigma^2+\\epsilon}}\\quad\\text{or, for Scaled WS,}\\quad
+      \\hat W=g\\,\\gamma\\,I^{-1/2}\\frac{W-\\mu}{\\sqrt{\\sigma^2+\\epsilon}},$$
+
+    computed once in float32; `bias` is copied. Every other layer is cloned
+    from its config with its weights copied (the input model is left
+    unchanged and shares no variable with the result). The result computes
+    the same function to float32 round-off, costs nothing per call for the
+    standardization, and can be saved to `.keras` and loaded without
+    keras_norms.
+
+    Nested Functional and Sequential models are folded too. WS layers inside
+    a custom (subclassed) layer are not reachable by
+    `keras.models.clone_model`: they stay as they are, with a warning.
+
+    Args:
+        model: a built Functional or Sequential `keras.Model`.
+
+    Returns:
+        A new model of the same kind, with the same inputs and outputs.
+
+    Raises:
+        ValueError: if `model` is not a built Functional or Sequential model
+            (from `keras.models.clone_model`, or for an unbuilt model).
+
+    Example:
+
+    ```python
+    folded = keras_norms.fold_weight_standardization(model)
+    folded.save("model.keras")  # loads with keras alone
+    ```
+
+    References:
+        - [Qiao et al., 2019](https://arxiv.org/abs/1903.10520) (Weight
+          Standardization)
+        - [Brock et al., 2021a](https://arxiv.org/abs/2101.08692) (Scaled WS,
+          NF-ResNets)
+    """
+    _clone.check_model(model, "fold_weight_standardization")
+
+    def replace(layer):
+        if isinstance(layer, WeightStandardizationMixin):
+            return _plain_copy(layer)
+        return layer.__class__.from_config(layer.get_config())
+
+    folded, pairs = _clone.clone(model, replace)
+    for layer, clone in pairs:
+        _copy_weights(layer, clone)
+    left = [layer.name for layer in folded._flatten_layers() if isinstance(layer, WeightStandardizationMixin)]
+    if left:
+        warnings.warn(
+            f"fold_weight_standardization: the WS layers {left} sit inside custom "
+            "layers that keras.models.clone_model cannot rebuild, and were not folded; "
+            "the folded model still needs keras_norms to load.",
+            stacklevel=2,
+        )
+    return folded
+
 
 # Foldable producers (exact classes) -> axis of the kernel that indexes the
 # output channels ("depthwise": the last two, flattened as c * multiplier + m).
@@ -36,72 +119,6 @@ _OUTPUT_AXIS = {
     keras.layers.DepthwiseConv1D: "depthwise",
     keras.layers.DepthwiseConv2D: "depthwise",
 }
-
-
-def is_normalization(layer):
-    """Whether `layer` is a Keras or keras_norms normalization layer."""
-    return isinstance(layer, _KERAS_NORMALIZATION + (NormalizationLayer,)) or is_batch_normalization(layer)
-
-
-def freeze_normalization(model, frozen=True):
-    """Freezes (or unfreezes) every normalization layer of `model`, in place.
-
-    Sets `trainable=frozen is False` on each `keras.layers.BatchNormalization`,
-    `GroupNormalization`, `LayerNormalization`, `RMSNormalization` and each
-    keras_norms normalization layer, at any depth (nested models and custom
-    layers included); other layers are untouched. A frozen layer's
-    $\\gamma,\\beta$ receive no update, and a frozen layer with batch
-    statistics (batch normalization, BGN, BCN, ...) runs in **inference mode**
-    even when the model is called with `training=True` (Keras 3 semantics,
-    $y=\\gamma(x-\\mu_{\\text{moving}})/\\sqrt{\\sigma^2_{\\text{moving}}+\\epsilon}+\\beta$
-    for BN), and its moving statistics stay as they are. This is the usual
-    recipe for fine-tuning a pretrained model at a small batch size.
-
-    Call it before `compile()`: the train function reads the trainable state
-    when it is built (it warns when the model is already compiled).
-
-    Args:
-        model: a `keras.Model` (or any layer).
-        frozen: bool, True to freeze, False to unfreeze. Defaults to True.
-
-    Returns:
-        The names of the layers whose `trainable` was set, in traversal
-        order.
-
-    Raises:
-        ValueError: if `model` is not a Keras layer or `frozen` is not a bool.
-
-    Example:
-
-    ```python
-    model = keras.applications.ResNet50(weights="imagenet", include_top=False)
-    keras_norms.freeze_normalization(model)
-    model.compile(...)  # BN layers now use their moving statistics in fit()
-    ```
-
-    Reference:
-        - [Ioffe & Szegedy, 2015](https://arxiv.org/abs/1502.03167)
-        - Keras, "Transfer learning & fine-tuning" guide (BatchNormalization
-          with `trainable=False` runs in inference mode)
-    """
-    if not isinstance(model, keras.layers.Layer):
-        raise ValueError(
-            f"freeze_normalization: `model` must be a keras.Model or layer, received {type(model).__name__}."
-        )
-    if not isinstance(frozen, bool):
-        raise ValueError(f"freeze_normalization: invalid `frozen`={frozen!r}. Pass True or False.")
-    names = []
-    for layer in model._flatten_layers(include_self=True):
-        if is_normalization(layer):
-            layer.trainable = not frozen
-            names.append(layer.name)
-    if names and getattr(model, "compiled", False):
-        warnings.warn(
-            "freeze_normalization: the model is already compiled; call compile() "
-            "again so that training sees the new trainable state.",
-            stacklevel=2,
-        )
-    return names
 
 
 def _foldable(norm, producer, exclusive):
