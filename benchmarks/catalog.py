@@ -7,7 +7,7 @@ when one is missing). A row names a *family*, the core math it shares with its b
 |---|---|---|---|
 | `bn` | BN, Ghost BN, Memorized BN | `BatchNormalization` | `F.batch_norm`; `tf.compat.v1.nn.fused_batch_norm` |
 | `bn_act` | EvoNorm-B0, ProxyNorm (replace BN + activation) | `BatchNormalization` + `ReLU` | the same + ReLU |
-| `gn` | Batch-Group, Batch-Channel | `GroupNormalization` (rank 2: and `LayerNormalization`) | `F.group_norm` (rank 2: and `F.layer_norm`) |
+| `gn` | GroupNormalization, Batch-Group, Batch-Channel | `GroupNormalization` (rank 2: and `LayerNormalization`) | `F.group_norm` (rank 2: and `F.layer_norm`) |
 | `gn_act` | EvoNorm-S0 (replaces GN + Swish) | `GroupNormalization` + swish | `F.group_norm` + `F.silu` |
 | `in` | FRN, FRN + TLU (per example and channel) | `GroupNormalization(groups=C)` | `F.group_norm` with C groups |
 | `act` | TLU, NormPropReLU | `ReLU` | `F.relu` |
@@ -166,6 +166,7 @@ LAYERS = [
     Row("MemorizedBatchNormalization", "bn", _norm("MemorizedBatchNormalization")),
     Row("EvoNormB0", "bn_act", _norm("EvoNormB0", min_rank=3)),
     Row("ProxyNormalization", "bn_act", _norm("ProxyNormalization")),
+    Row("GroupNormalization", "gn", _norm("GroupNormalization", groups=_groups)),
     Row("BatchGroupNormalization", "gn", _norm("BatchGroupNormalization", groups=_groups)),
     Row("BatchChannelNormalization", "gn", _norm("BatchChannelNormalization", groups=_groups)),
     Row("EvoNormS0", "gn_act", _norm("EvoNormS0", min_rank=3, groups=_groups)),

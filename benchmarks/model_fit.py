@@ -33,7 +33,7 @@ VARIANTS = {
     "MemorizedBatchNormalization": ("memorized_batch_norm", {}),
     "BatchGroupNormalization": ("batch_group_norm", {}),
     "BatchChannelNormalization + WS": ("batch_channel_norm", {"convolutions": "ws"}),
-    "keras GroupNormalization + WS": ("group_norm", {"convolutions": "ws"}),
+    "GroupNormalization + WS": ("group_norm", {"convolutions": "ws"}),
     "FilterResponseNormalization": ("filter_response_norm", {}),
     "EvoNormB0": ("evonorm_b0", {}),
     "EvoNormS0": ("evonorm_s0", {}),

@@ -6,6 +6,9 @@ The whole public API:
   example weighing), `GhostBatchNormalization`, `BatchGroupNormalization`
   (the BN/GN combination for tiny batches), `BatchChannelNormalization`
   (batch step + group norm; EstBN micro-batch mode).
+* Drop-ins for Keras's own normalizations, on the package's fast paths:
+  `GroupNormalization` (same arguments, weights and config as
+  `keras.layers.GroupNormalization`).
 * Normalization-activation layers: `EvoNormB0` (batch-dependent, replaces
   BN + ReLU) and `EvoNormS0` (batch-independent, replaces GN + Swish).
 * Batch-independent layers: `FilterResponseNormalization` (FRN, optional
@@ -65,6 +68,7 @@ from keras_norms.layers import EvoNormS0
 from keras_norms.layers import FilterResponseNormalization
 from keras_norms.layers import FilterResponseNormalizationTLU
 from keras_norms.layers import GhostBatchNormalization
+from keras_norms.layers import GroupNormalization
 from keras_norms.layers import MemorizedBatchNormalization
 from keras_norms.layers import NormPropConv1D
 from keras_norms.layers import NormPropConv2D
@@ -104,6 +108,7 @@ __all__ = [
     "FilterResponseNormalization",
     "FilterResponseNormalizationTLU",
     "GhostBatchNormalization",
+    "GroupNormalization",
     "MemorizedBatchNormalization",
     "NormPropConv1D",
     "NormPropConv2D",

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_norms
 from keras_norms.models.convert import convert_normalization
 from keras_norms.models.convert import is_batch_normalization
 from keras_norms.layers import weight_standardization as wsl
@@ -127,7 +128,7 @@ def assert_carried(model, converted, name, weights):
         new_weights = numpy_weights(new)
         if is_batch_normalization(old):
             converted_count += 1
-            assert type(new).__name__ == class_name, old.name
+            assert type(new) is getattr(keras_norms, class_name), old.name  # not Keras's class of the same name
             assert new.axis == old.axis, old.name  # 3 in ResNet, DenseNet, EfficientNet; -1 in MobileNetV2
             assert new.epsilon == pytest.approx(old.epsilon), old.name  # 1.001e-5 or 1e-3, as the source
             for new_name, old_name in carried.items():

@@ -24,7 +24,7 @@ def exported_layers():
 def test_every_exported_layer_has_a_conformance_case():
     covered = {case.layer for case in CASES}
     missing = [name for name, cls in exported_layers().items() if cls not in covered]
-    assert not missing, f"add a Case to tests/cases.py for: {missing}"
+    assert not missing, f"add a Case for {missing} to tests/cases_<family>.py (see docs/contributing.md)"
 
 
 def test_all_lists_the_public_api():

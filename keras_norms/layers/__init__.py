@@ -9,6 +9,7 @@ from keras_norms.layers.evonorm import EvoNormS0
 from keras_norms.layers.filter_response_normalization import FilterResponseNormalization
 from keras_norms.layers.filter_response_normalization import FilterResponseNormalizationTLU
 from keras_norms.layers.filter_response_normalization import TLU
+from keras_norms.layers.group_normalization import GroupNormalization
 from keras_norms.layers.memorized_batch_normalization import MemorizedBatchNormalization
 from keras_norms.layers.normalization_propagation import NormPropConv1D
 from keras_norms.layers.normalization_propagation import NormPropConv2D

@@ -16,33 +16,14 @@ from keras_norms.models import clone as _clone
 from keras_norms.layers import conversion_targets
 from keras_norms.layers import is_batch_normalization
 from keras_norms.layers import weight_standardization as ws
-from keras_norms.layers._base import build_like
 from keras_norms.layers._base import carry_weights
-from keras_norms.layers._base import converted_arguments
 
 # What a callable target's layer gets from the old one: the weights of these names and matching shapes.
 _CALLABLE_CARRIES = {name: name for name in ("gamma", "beta", "moving_mean", "moving_variance")}
 
 
-class _KerasGroupNormalization:
-    """The target "group_norm": `keras.layers.GroupNormalization`, converted here (keras_norms has no GN layer)."""
-
-    conversion_target = "group_norm"
-    conversion_carries = "γ, β"
-    conversion_adds = "none"
-    public_name = "keras.layers.GroupNormalization"
-
-    @staticmethod
-    def from_batch_normalization(bn, **options):
-        cls = keras.layers.GroupNormalization
-        layer = cls(**converted_arguments(bn, cls, options))
-        build_like(layer, bn)
-        carry_weights(bn, layer, {"gamma": "gamma", "beta": "beta"})
-        return layer
-
-
 # name -> class with `from_batch_normalization`: the one table of targets, read from the layer classes.
-_TARGETS = dict(sorted({**conversion_targets(), "group_norm": _KerasGroupNormalization}.items()))
+_TARGETS = conversion_targets()
 TARGETS = tuple(_TARGETS)
 
 # Kernel layers and their weight-standardized versions (exact classes: a
@@ -112,8 +93,7 @@ def conversion_table():
     """
     lines = ["| `to` | layer | carried from BN | new weights |", "|---|---|---|---|"]
     for name, cls in _TARGETS.items():
-        public_name = getattr(cls, "public_name", f"keras_norms.{cls.__name__}")
-        lines.append(f'| `"{name}"` | `{public_name}` | {cls.conversion_carries} | {cls.conversion_adds} |')
+        lines.append(f'| `"{name}"` | `keras_norms.{cls.__name__}` | {cls.conversion_carries} | {cls.conversion_adds} |')
     return "\n".join(lines) + "\n"
 
 

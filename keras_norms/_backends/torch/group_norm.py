@@ -21,6 +21,11 @@ Layouts (channels on dim 1 for torch):
   a (32, 32, 32, 64) input, G=32, 2 shared CPU threads: shifted channels-last
   17 ms, transposed 22 ms, unshifted channels-last 16 ms).
 
+Two torch 2.13 bugs are steered around (both found by the GroupNormalization registry cases): a bias without a
+weight fails in backward in every layout (a constant weight of ones is passed), and the channels-last CPU backward
+segfaults when the input needs no gradient but the weights do (a layer right after a model's `Input`): that case
+takes the contiguous kernel on a transposed copy.
+
 Declines (`decline(reason)`): dtypes other than float32 and float64 (the op
 upcasts first; this only matters for direct calls) and a channel axis that is
 neither 1 nor the last one. Decisions use static facts only.
@@ -31,6 +36,7 @@ import torch.nn.functional as F
 
 from keras_norms._backends.torch._common import cast
 from keras_norms._backends.torch._common import refusal
+from keras_norms._backends.torch._common import vector_or
 from keras_norms.ops._dispatch import decline
 from keras_norms.ops._dispatch import kernel
 
@@ -57,10 +63,19 @@ def group_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32):
     if declined is not None:
         return declined
     weight, bias = cast(gamma, x.dtype), cast(beta, x.dtype)
+    if weight is None and bias is not None:
+        # torch 2.13's backward fails ("tensor does not have a device") with a bias but no weight, in every layout.
+        weight = vector_or(None, x.shape[axis], x, 1.0)
     if axis == 1:
         y = F.group_norm(x.reshape(x.shape[0], x.shape[1], -1), groups, weight, bias, epsilon)
         return y.reshape(x.shape)
     if axis != x.dim() - 1:  # no free view with channels on dim 1
         return decline("channel axis in the middle (only last or 1)")
+    if not x.requires_grad and any(v is not None and v.requires_grad for v in (weight, bias)):
+        # torch 2.13's channels-last CPU backward crashes (segfault) when only the weights' gradients are asked,
+        # e.g. a GroupNormalization right after a model's Input: a contiguous (N, C, S) copy takes the other kernel.
+        rows = x.reshape(x.shape[0], -1, x.shape[-1])
+        y = F.group_norm(rows.transpose(1, 2).contiguous(), groups, weight, bias, epsilon)
+        return y.transpose(1, 2).reshape(x.shape)
     y = F.group_norm(_shifted_channels_last(x, groups), groups, weight, bias, epsilon)
     return y.permute(0, 2, 3, 1).reshape(x.shape)
