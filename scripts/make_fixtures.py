@@ -1,6 +1,6 @@
 """Writes the serialization fixtures: one `.keras` file per registered layer, with its input and outputs.
 
-    KERAS_BACKEND=tensorflow python scripts/make_fixtures.py [--force]
+    KERAS_BACKEND=tensorflow python scripts/make_fixtures.py [--force | --add-missing]
 
 For each layer class of the conformance registry (`tests/cases.py`), the registry case with the most weights
 (renorm, learned epsilon, ... so that every kind of variable is saved), built with random weights and state,
@@ -17,7 +17,8 @@ version. `MANIFEST.json` records the keras_norms, Keras and backend versions the
 `tests/test_fixtures_load.py` loads every fixture of every version on each backend and compares.
 
 Generate once per release whose saved format should stay loadable; an existing version folder is kept unless
-`--force` is given. The `.keras` archives are re-packed with deflate compression (Keras stores them
+`--force` is given. `--add-missing` writes only the fixtures of layer classes the folder lacks (a layer added
+before the version is released), leaving every existing file as it is. The `.keras` archives are re-packed with deflate compression (Keras stores them
 uncompressed), which `keras.saving.load_model` reads as it is.
 """
 
@@ -94,10 +95,23 @@ def write_fixture(case, folder):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="overwrite this version's existing fixtures")
+    parser.add_argument("--add-missing", action="store_true",
+                        help="write only the fixtures of layer classes this version's folder lacks; keep the others")
     args = parser.parse_args()
     folder = FIXTURES / keras_norms.__version__
+    manifest_path = folder / "MANIFEST.json"
+    if args.add_missing and manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        saved = {entry["layer"] for entry in manifest["fixtures"].values()}
+        added = {case.name: write_fixture(case, folder) for case in fixture_cases()
+                 if case.layer.__name__ not in saved}
+        manifest["fixtures"].update(added)
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        print(f"added {len(added)} fixtures to {folder}: {sorted(added)}")
+        return
     if folder.exists() and not args.force:
-        sys.exit(f"{folder} exists; pass --force to overwrite the fixtures of version {keras_norms.__version__}")
+        sys.exit(f"{folder} exists; pass --force to overwrite the fixtures of version {keras_norms.__version__}, "
+                 "or --add-missing to add those of new layers")
     folder.mkdir(parents=True, exist_ok=True)
     fixtures = {case.name: write_fixture(case, folder) for case in fixture_cases()}
     manifest = {

@@ -46,7 +46,8 @@ def test_every_registered_layer_class_has_a_fixture():
     assert Version(latest["keras_norms"]) <= Version(keras_norms.__version__), "fixtures from a newer keras_norms"
     saved = {entry["layer"] for entry in latest["fixtures"].values()}
     missing = sorted({case.layer.__name__ for case in CASES} - saved)
-    assert not missing, f"layers without a fixture in {latest['keras_norms']}: {missing} (scripts/make_fixtures.py)"
+    assert not missing, (f"layers without a fixture in {latest['keras_norms']}: {missing}: run "
+                         "KERAS_BACKEND=tensorflow python scripts/make_fixtures.py --add-missing")
 
 
 @pytest.mark.parametrize("path", fixtures())
