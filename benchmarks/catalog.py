@@ -9,7 +9,9 @@ when one is missing). A row names a *family*, the core math it shares with its b
 | `bn_act` | EvoNorm-B0, ProxyNorm (replace BN + activation) | `BatchNormalization` + `ReLU` | the same + ReLU |
 | `gn` | GroupNormalization, Batch-Group, Batch-Channel | `GroupNormalization` (rank 2: and `LayerNormalization`) | `F.group_norm` (rank 2: and `F.layer_norm`) |
 | `gn_act` | EvoNorm-S0 (replaces GN + Swish) | `GroupNormalization` + swish | `F.group_norm` + `F.silu` |
-| `in` | FRN, FRN + TLU (per example and channel) | `GroupNormalization(groups=C)` | `F.group_norm` with C groups |
+| `in` | InstanceNormalization, FRN, FRN + TLU (per example and channel) | `GroupNormalization(groups=C)` | `F.group_norm` with C groups |
+| `ln` | LayerNormalization (over the last axis) | `LayerNormalization` | `F.layer_norm` |
+| `rms` | RMSNormalization (over the last axis) | `RMSNormalization` | `F.rms_norm` |
 | `act` | TLU, NormPropReLU | `ReLU` | `F.relu` |
 | `conv` | WS, Scaled WS, NormProp convolutions and dense | the same Keras convolution or `Dense` | - |
 
@@ -22,9 +24,25 @@ import dataclasses
 TORCH_NATIVE_LIMIT = 1.2
 XLA_BN_LIMIT = 1.1
 XLA_GROUP_LIMIT = 2.0
+# The drop-ins and the group family's targets, per layer (train step, dense upstream gradient). torch: against the
+# family's native kernel (`F.group_norm` with the layer's groups, C groups for the per-channel ones; EvoNorm-S0's
+# is `F.group_norm` + `F.silu`, the pair it replaces); TF and JAX: against our BatchNormalization, or Keras's.
+TORCH_NATIVE_LIMITS = {
+    "GroupNormalization": 1.2, "InstanceNormalization": 1.2, "LayerNormalization": 1.2, "RMSNormalization": 1.2,
+    "BatchNormalization": 1.2, "GhostBatchNormalization": 1.3,
+    "BatchGroupNormalization": 1.5, "BatchChannelNormalization": 1.5, "EvoNormS0": 1.5,
+    "FilterResponseNormalization": 1.5, "FilterResponseNormalizationTLU": 1.5,
+}
+XLA_OUR_BN_LIMITS = {"GroupNormalization": 1.5, "BatchGroupNormalization": 2.0, "BatchChannelNormalization": 2.0,
+                     "EvoNormS0": 2.0}
+XLA_KERAS_LIMITS = {"GhostBatchNormalization": 1.2}
 CONV_LIMIT = 1.05
 MEMORY_LIMIT = 1.1
 OUR_BN = "BatchNormalization"
+# torch rows timed again with a loss of sum(y), whose gradient reaches the layer expanded with zero strides (as
+# after a pooling), next to their native kernels timed the same way: `F.batch_norm`'s backward was 5x slower on it.
+SUM_GRADIENT_ROWS = ("BatchNormalization", "GroupNormalization")
+SUM_GRADIENT = ", sum(y) gradient"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +67,8 @@ SHAPES = {
         Shape("r50s3", (4, 14, 14, 1024), 1, "ResNet-50 stage 3 output, batch 4, 1x1 convolutions"),
         Shape("r50s4", (4, 7, 7, 2048), 1, "ResNet-50 stage 4 output, batch 4, 1x1 convolutions"),
         Shape("dense", (256, 1024), 1, "rank-2 features (N, C)"),
+        Shape("gpu_s1", (32, 56, 56, 256), 1, "GPU check: ResNet-50 stage 1 output, batch 32"),
+        Shape("gpu_s3", (32, 14, 14, 1024), 1, "GPU check: ResNet-50 stage 3 output, batch 32"),
     )
 }
 def shape(name):
@@ -63,7 +83,7 @@ def shape(name):
 
 POLICY_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
 
-NORM_FAMILIES = ("bn", "bn_act", "gn", "gn_act", "in", "act")
+NORM_FAMILIES = ("bn", "bn_act", "gn", "gn_act", "in", "ln", "rms", "act")
 ALL = None
 
 # profile -> (grid of (shape, policy, families or ALL), layer names or None, repeats, warmup, per-cell budget in s).
@@ -78,6 +98,8 @@ PROFILES = {
          ("dense", "float32", ALL), ("r50s2", "mixed_bfloat16", NORM_FAMILIES)],
         None, 15, 2, 150,
     ),
+    # benchmarks/gpu_check.sh: two batch-32 maps in float32 on one GPU, within its 8-minute budget.
+    "gpu": ([("gpu_s1", "float32", NORM_FAMILIES), ("gpu_s3", "float32", NORM_FAMILIES)], None, 20, 3, 40),
     "full": (
         [(s, p, ALL) for p in ("float32", "mixed_bfloat16") for s in ("small", "r50s1", "r50s2", "r50s3", "r50s4",
                                                                        "dense")],
@@ -147,13 +169,17 @@ def conv_dims(keras_class, shape):
     return _conv_dims(rank, shape.dims)
 
 
-def _conv(cls_name, keras_class):
+def _conv(cls_name, keras_class, wrapper=False):
     def make(shape):
+        import keras
         import keras_norms
 
         dims = conv_dims(keras_class, shape)
         if dims is None:
             return None
+        if wrapper:  # the layer wraps its Keras twin (WeightNormalization)
+            inner = getattr(keras.layers, keras_class)(**conv_kwargs(keras_class, shape))
+            return [getattr(keras_norms, cls_name)(inner)], dims
         return [getattr(keras_norms, cls_name)(**conv_kwargs(keras_class, shape))], dims
 
     return Row(cls_name, "conv", make, keras_twin=keras_class)
@@ -170,8 +196,11 @@ LAYERS = [
     Row("BatchGroupNormalization", "gn", _norm("BatchGroupNormalization", groups=_groups)),
     Row("BatchChannelNormalization", "gn", _norm("BatchChannelNormalization", groups=_groups)),
     Row("EvoNormS0", "gn_act", _norm("EvoNormS0", min_rank=3, groups=_groups)),
+    Row("InstanceNormalization", "in", _norm("InstanceNormalization", min_rank=3)),
     Row("FilterResponseNormalization", "in", _norm("FilterResponseNormalization", min_rank=3)),
     Row("FilterResponseNormalizationTLU", "in", _norm("FilterResponseNormalizationTLU", min_rank=3)),
+    Row("LayerNormalization", "ln", _norm("LayerNormalization")),
+    Row("RMSNormalization", "rms", _norm("RMSNormalization")),
     Row("TLU", "act", _norm("TLU", min_rank=3)),
     Row("NormPropReLU", "act", _norm("NormPropReLU")),
     _conv("WSConv1D", "Conv1D"),
@@ -187,6 +216,7 @@ LAYERS = [
     _conv("NormPropConv2D", "Conv2D"),
     _conv("NormPropConv3D", "Conv3D"),
     _conv("NormPropDense", "Dense"),
+    _conv("WeightNormalization", "Conv2D", wrapper=True),
 ]
 
 
@@ -206,6 +236,8 @@ def keras_baselines(family, shape):
         "gn_act": [(f"keras GroupNormalization({groups})+swish",
                     lambda: [gn(groups), keras.layers.Activation("swish")])],
         "in": [(f"keras GroupNormalization({c})", lambda: [gn(c)])] if not rank2 else [],
+        "ln": [("keras LayerNormalization", lambda: [keras.layers.LayerNormalization()])],
+        "rms": [("keras RMSNormalization", lambda: [keras.layers.RMSNormalization()])],
         "act": [("keras ReLU", lambda: [relu()])],
     }
     return table[family]
@@ -232,6 +264,8 @@ def native_baselines(backend, family, shape):
             + ([("F.layer_norm", _torch_native("layer_norm", c))] if rank2 else []),
             "gn_act": [(f"F.group_norm({groups})+F.silu", _torch_native("group_norm", c, "silu", groups=groups))],
             "in": [(f"F.group_norm({c})", _torch_native("group_norm", c, groups=c))] if not rank2 else [],
+            "ln": [("F.layer_norm", _torch_native("layer_norm", c))],
+            "rms": [("F.rms_norm", _torch_native("rms_norm", c))],
             "act": [("F.relu", _torch_native("identity", c, "relu"))],
         }
         return table.get(family, [])
@@ -249,9 +283,9 @@ def _torch_native(kind, channels, activation=None, groups=None):
         import torch
         import torch.nn.functional as F
 
-        gamma = torch.ones(channels, requires_grad=True)
-        beta = torch.zeros(channels, requires_grad=True)
-        moving_mean, moving_variance = torch.zeros(channels), torch.ones(channels)
+        gamma = torch.ones(channels, device=x.device, requires_grad=True)
+        beta = torch.zeros(channels, device=x.device, requires_grad=True)
+        moving_mean, moving_variance = torch.zeros(channels, device=x.device), torch.ones(channels, device=x.device)
         act = {None: lambda y: y, "relu": F.relu, "silu": F.silu}[activation]
 
         def forward(x, training):
@@ -263,13 +297,15 @@ def _torch_native(kind, channels, activation=None, groups=None):
                 y = F.group_norm(view, groups, gamma, beta, 1e-3)
             elif kind == "layer_norm":
                 y = F.layer_norm(x, (channels,), gamma, beta, 1e-3)
+            elif kind == "rms_norm":
+                y = F.rms_norm(x, (channels,), gamma, 1e-6)
             else:
                 y = x
             y = act(y)
             moved = x.dim() >= 3 and kind in ("batch_norm", "group_norm")
             return y.movedim(1, -1) if moved else y  # back to x's layout, a free view
 
-        return forward, ([] if kind == "identity" else [gamma, beta])
+        return forward, ([] if kind == "identity" else [gamma] if kind == "rms_norm" else [gamma, beta])
 
     return build
 
@@ -307,7 +343,14 @@ def time_target(backend, row):
     if row.family == "conv":
         return "keras", CONV_LIMIT, f"<= {CONV_LIMIT}x Keras {row.keras_twin}"
     if backend == "torch":
-        return "native", TORCH_NATIVE_LIMIT, f"<= {TORCH_NATIVE_LIMIT}x native kernel"
+        limit = TORCH_NATIVE_LIMITS.get(row.name, TORCH_NATIVE_LIMIT)
+        return "native", limit, f"<= {limit:g}x native kernel"
+    if row.name in XLA_OUR_BN_LIMITS:
+        limit = XLA_OUR_BN_LIMITS[row.name]
+        return "our_bn", limit, f"<= {limit:g}x our BatchNormalization"
+    if row.name in XLA_KERAS_LIMITS:
+        limit = XLA_KERAS_LIMITS[row.name]
+        return "keras", limit, f"<= {limit:g}x Keras built-in"
     if row.family in ("bn", "bn_act"):
         return "keras", XLA_BN_LIMIT, f"<= {XLA_BN_LIMIT}x Keras built-in"
     if row.family in ("gn", "gn_act", "in"):

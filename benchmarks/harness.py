@@ -169,7 +169,9 @@ def make_inputs(x_np, w_np, dtype="float32"):
     if BACKEND == "torch":
         import torch
 
-        return torch.tensor(x_np).to(getattr(torch, dtype)).requires_grad_(True), torch.tensor(w_np)
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # where Keras puts the layers' weights
+        x = torch.tensor(x_np, device=device).to(getattr(torch, dtype)).requires_grad_(True)
+        return x, torch.tensor(w_np, device=device)
     if BACKEND == "jax":
         import jax.numpy as jnp
 
@@ -181,6 +183,8 @@ def make_inputs(x_np, w_np, dtype="float32"):
 
 def layer_steps(layers, x, w):
     """`(train, infer, memory)` for a chain of built Keras layers on the backend tensors of `make_inputs`.
+
+    On torch, `w=None` makes the loss $\\sum y$ (see `_torch_loss`).
 
     `memory` maps "train"/"infer" to a function returning the peak bytes one step allocates.
     """
@@ -286,27 +290,52 @@ def _jax_peak(compiled):
     return measure
 
 
+def _torch_loss(y, w):
+    """$\\sum y\\cdot w$, or $\\sum y$ when `w` is None: its gradient reaches the layer expanded, with zero strides
+    (as after a pooling), which some torch backward kernels read far more slowly than a dense one."""
+    y = y.float()
+    return y.sum() if w is None else (y * w).sum()
+
+
 def _torch_layer_steps(layers, x, w):
     import torch
 
     params = [v.value for v in _trainable(layers)]
 
     def train():
-        (_forward(layers, x, True).float() * w).sum().backward()
+        _torch_loss(_forward(layers, x, True), w).backward()
         for t in [x] + params:
             t.grad = None
+        _torch_sync(x)
 
     def infer():
         with torch.no_grad():
-            return _forward(layers, x, False)
+            _forward(layers, x, False)
+        _torch_sync(x)
 
-    return train, infer, {"train": _torch_peak(train), "infer": _torch_peak(infer)}
+    return train, infer, {"train": _torch_peak(train, x), "infer": _torch_peak(infer, x)}
 
 
-def _torch_peak(fn):
-    """Peak of the bytes allocated minus freed during one step, from the profiler's memory events."""
+def _torch_sync(x):
+    """Waits for a CUDA step to finish (eager CUDA calls return before the device is done)."""
+    if x.is_cuda:
+        import torch
+
+        torch.cuda.synchronize(x.device)
+
+
+def _torch_peak(fn, x):
+    """Peak of the bytes allocated minus freed during one step, from the profiler's memory events (CUDA: its
+    allocator's peak)."""
 
     def measure():
+        if x.is_cuda:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(x.device)
+            before = torch.cuda.memory_allocated(x.device)
+            fn()
+            return torch.cuda.max_memory_allocated(x.device) - before
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile
 
@@ -339,15 +368,17 @@ def native_steps(build, x, w):
         forward, params = build(x)
 
         def train():
-            (forward(x, True).float() * w).sum().backward()
+            _torch_loss(forward(x, True), w).backward()
             for t in [x] + params:
                 t.grad = None
+            _torch_sync(x)
 
         def infer():
             with torch.no_grad():
-                return forward(x, False)
+                forward(x, False)
+            _torch_sync(x)
 
-        return train, infer, {"train": _torch_peak(train), "infer": _torch_peak(infer)}
+        return train, infer, {"train": _torch_peak(train, x), "infer": _torch_peak(infer, x)}
     if BACKEND == "tensorflow":
         import tensorflow as tf
 

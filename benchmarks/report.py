@@ -28,6 +28,20 @@ SHORT = {"torch": "torch", "tensorflow": "TF", "jax": "JAX"}
 POLICY_SHORT = {"float32": "f32", "mixed_bfloat16": "bf16", "mixed_float16": "f16"}
 
 
+GPU_MISSING = "GPU figures are missing (no CUDA GPU was available when the page was generated)."
+
+
+def gpu_block(results_dir):
+    """The GPU figures of `benchmarks/gpu_check.sh` (`<results>/gpu/suite_<backend>.json`), or a line saying there are none."""
+    suites, _ = load(os.path.join(results_dir, "gpu"))
+    if not suites:
+        return GPU_MISSING
+    lines = [f"* {TITLES[b]}: `{m['command']}`; {_machine(m)}; {m['clock']} time."
+             for b, m in ((b, suites[b]["meta"]) for b in BACKENDS if b in suites)]
+    return "\n\n".join(["\n".join(lines), ratio_table(suites, "train", "target_ratio"),
+                        ratio_table(suites, "infer", "target_ratio"), reference_table(suites)])
+
+
 def load(results_dir):
     suites, fits = {}, {}
     for b in BACKENDS:
@@ -358,6 +372,7 @@ def main(argv=None):
         "details": detail_tables(suites),
         "model-fit": model_fit_table(fits),
         "environment": environment(suites, fits),
+        "gpu": gpu_block(args.results),
     }
     if suites:
         suite_chart(suites, os.path.join(args.assets, "suite.png"))

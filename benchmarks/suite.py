@@ -50,6 +50,8 @@ def parse_args(argv=None):
                    help="also time each layer that took a fast path with the fast paths off (the references)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     p.add_argument("--output-dir", help="write suite_<backend>.json there")
+    p.add_argument("--skip-missing-layers", action="store_true",
+                   help="print a note for --layers names not in the catalog instead of failing")
     return p.parse_args(argv)
 
 
@@ -64,7 +66,10 @@ def resolve(args):
     names = args.layers.split(",") if args.layers else layer_names
     rows = [r for r in catalog.LAYERS if names is None or r.name in names]
     if names and len(rows) != len(names):
-        raise SystemExit(f"unknown layers: {sorted(set(names) - {r.name for r in rows})}")
+        missing = sorted(set(names) - {r.name for r in rows})
+        if not args.skip_missing_layers:
+            raise SystemExit(f"unknown layers: {missing}")
+        print(f"skipped (not in benchmarks/catalog.py): {', '.join(missing)}", flush=True)
     return grid, rows, args.repeats or repeats, args.warmup if args.warmup is not None else warmup, (
         args.budget if args.budget is not None else budget)
 
@@ -115,12 +120,24 @@ def run_cell(shape, policy, rows, repeats, warmup, budget, args):
             tensors[(dims, out_dims)] = harness.make_inputs(*arrays(dims, out_dims), dtype)
         return tensors[(dims, out_dims)]
 
-    def layer_maker(layers, dims):
+    def layer_maker(layers, dims, sum_loss=False):
         def make():
             out = build_chain(layers, dims)
-            return harness.layer_steps(layers, *inputs(tuple(dims), tuple(out)))
+            x, w = inputs(tuple(dims), tuple(out))
+            return harness.layer_steps(layers, x, None if sum_loss else w)
 
         return make
+
+    def sum_gradient_rows(row):
+        """torch: the row and its family's native kernels again, with a loss of sum(y) (stride-0 gradients)."""
+        if harness.BACKEND != "torch" or row.name not in catalog.SUM_GRADIENT_ROWS or row.name not in entries:
+            return
+        add(row.name + catalog.SUM_GRADIENT, "variant", row.family, layer_maker(*row.make(shape), sum_loss=True),
+            of=row.name)
+        for name, build in catalog.native_baselines(harness.BACKEND, row.family, shape):
+            if name + catalog.SUM_GRADIENT not in entries:
+                add(name + catalog.SUM_GRADIENT, "native variant", row.family,
+                    lambda b=build: harness.native_steps(b, inputs(shape.dims, shape.dims)[0], None))
 
     keras.config.set_dtype_policy(policy)
     try:
@@ -131,6 +148,7 @@ def run_cell(shape, policy, rows, repeats, warmup, budget, args):
                 continue
             layers, dims = made
             add(row.name, "layer", row.family, layer_maker(layers, dims), keras_twin=row.keras_twin)
+            sum_gradient_rows(row)
             if row.name in entries:
                 families.add(row.family)
                 if row.keras_twin:
@@ -225,6 +243,13 @@ def compare(results, backend):
         r["target"], r["target_ratio"], r["target_limit"] = text, r["ms"] / base["ms"], limit
         r["target_base"] = base["name"]
         r["target_result"] = "PASS" if r["target_ratio"] <= limit else "MISS"
+    for r in results:  # the sum(y)-gradient rows against their native kernels timed the same way
+        if r["kind"] == "variant":
+            bases = [b for b in results if b["kind"] == "native variant" and b["mode"] == r["mode"]
+                     and b["family"] == r["family"]]
+            best = min(bases, key=lambda b: b["ms"], default=None)
+            r["best_baseline"] = best["name"] if best else None
+            r["vs_best"] = r["ms"] / best["ms"] if best else None
     for r in results:  # a kernel must never lose to its own reference where it runs
         ref = by_key.get((f"{r['name']} (fast paths off)", r["mode"])) if r["kind"] == "layer" else None
         if ref is not None:

@@ -7,7 +7,7 @@ Normalization (BCN) whose batch statistics are estimated over many steps.
 This script trains the same small ResNet at batch size 2 three ways:
 
 1. BN:      Conv2D -> keras_norms.BatchNormalization
-2. GN+WS:   keras_norms.WSConv2D -> keras.layers.GroupNormalization
+2. GN+WS:   keras_norms.WSConv2D -> keras_norms.GroupNormalization
 3. BCN+WS:  keras_norms.WSConv2D -> keras_norms.BatchChannelNormalization(mode="estimate")
 
 and prints a table (variant | test accuracy | train time) and saves the test
@@ -71,7 +71,7 @@ def load_data(args):
 # --- Model: conv + norm factories, so each variant swaps both.
 VARIANTS = {
     "BN": (keras.layers.Conv2D, lambda: keras_norms.BatchNormalization()),
-    "GN+WS": (keras_norms.WSConv2D, lambda: keras.layers.GroupNormalization(groups=8)),
+    "GN+WS": (keras_norms.WSConv2D, lambda: keras_norms.GroupNormalization(groups=8)),
     "BCN+WS": (keras_norms.WSConv2D, lambda: keras_norms.BatchChannelNormalization(groups=8, mode="estimate")),
 }
 

@@ -24,6 +24,7 @@ from keras import backend
 from keras import ops
 
 from keras_norms.layers import KERAS_NORMALIZATION
+from keras_norms.layers import RMSNormalization
 from keras_norms.layers import is_normalization
 from keras_norms.layers.normalization_propagation import NormPropMixin
 
@@ -130,8 +131,8 @@ _SCALE_ONLY = (("scale", None, 1.0),)
 
 def _slots(layer):
     """The `(variable attribute, regularizer attribute, target)` triples to set on `layer`."""
-    rms = getattr(keras.layers, "RMSNormalization", None)
-    if rms is not None and isinstance(layer, rms):
+    keras_rms = getattr(keras.layers, "RMSNormalization", None)
+    if isinstance(layer, RMSNormalization) or (keras_rms is not None and isinstance(layer, keras_rms)):
         return _SCALE_ONLY
     if isinstance(layer, KERAS_NORMALIZATION):
         return _GAMMA_BETA
@@ -183,7 +184,8 @@ def add_gamma_beta_decay(model, weight_decay):
     with $\\lambda$ = `weight_decay` (the ½ of TF's `l2_loss`, as in the Four
     Things reference code). Normalization layers are
     `keras.layers.BatchNormalization`, `GroupNormalization`,
-    `LayerNormalization` and `RMSNormalization` (its `scale` only), their
+    `LayerNormalization` and `RMSNormalization` (its `scale` only; keras_norms'
+    `RMSNormalization` too), their
     subclasses, and every `keras_norms` layer with `gamma`/`beta` weights.
     Other layers, including custom layers that happen to have a `gamma`
     weight (e.g. a LayerScale), are left alone. A layer without a scale or a

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 source scripts/setup_env.sh || exit 1
 
 export KERAS_NORMS_PARITY_DIR="$PWD/.parity"
-rm -rf "$KERAS_NORMS_PARITY_DIR" .reports
+rm -rf "$KERAS_NORMS_PARITY_DIR" .reports .cache/jax  # .cache/jax: tests/conftest.py's JAX compilation cache
 mkdir -p .reports
 status=0
 start=$SECONDS
@@ -25,10 +25,12 @@ run() {  # run NAME CMD...: a step, its time, and its pass/fail
 # Two pytest workers per backend (pytest-xdist): most of a test's time is
 # single-threaded (tracing, XLA compilation, Python dispatch), so two workers
 # keep both CI cores busy. KERAS_NORMS_TEST_WORKERS=0 runs in one process.
+# --maxschedchunk 1: a worker gets its next test when it is nearly idle, not a chunk of consecutive ones, so the
+# slow tests that tests/conftest.py puts first go to both workers (in chunks, all of them went to the first).
 workers="${KERAS_NORMS_TEST_WORKERS:-2}"
 for backend in tensorflow jax torch; do
   run "pytest, KERAS_BACKEND=$backend" env KERAS_BACKEND=$backend \
-    "$PY" -m pytest tests -q -p no:cacheprovider -n "$workers" --junitxml=".reports/$backend.xml"
+    "$PY" -m pytest tests -q -p no:cacheprovider -n "$workers" --maxschedchunk 1 --junitxml=".reports/$backend.xml"
 done
 for backend in tensorflow jax torch; do
   run "load .keras files saved by the other backends, KERAS_BACKEND=$backend" \

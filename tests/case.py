@@ -5,6 +5,17 @@ from typing import Callable
 
 
 @dataclasses.dataclass(frozen=True)
+class Fresh:
+    """A constructor argument made anew for each layer a case builds (a wrapper's inner layer): `cls(**kwargs)`."""
+
+    cls: type
+    kwargs: dict
+
+    def __call__(self):
+        return self.cls(**self.kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
 class Case:
     name: str
     layer: type
@@ -17,7 +28,8 @@ class Case:
     batch_independent: bool = False
 
     def build(self, **overrides):
-        return self.layer(**{**self.kwargs, **overrides})
+        arguments = {**self.kwargs, **overrides}
+        return self.layer(**{k: v() if isinstance(v, Fresh) else v for k, v in arguments.items()})
 
     def channels_first_kwargs(self):
         """Constructor overrides that make the layer read channels-first inputs."""

@@ -59,6 +59,7 @@ def batch_norm_oracle(
     virtual_batch_size=None,
     inference_example_weight=0.0,
     frozen_input=None,
+    mask=None,
     **_,
 ):
     gamma, beta = weights.get("gamma"), weights.get("beta")
@@ -78,9 +79,9 @@ def batch_norm_oracle(
         state = {k: weights[k] for k in _RENORM_STATE}
         return ref.ghost_batch_renorm_train(
             x, gamma, beta, state, axis, epsilon, momentum, renorm_momentum, renorm_clipping, virtual_batch_size,
-            frozen_input,
+            frozen_input, mask,
         )
-    y, mean, variance = ref.ghost_batch_norm_train(x, gamma, beta, axis, epsilon, virtual_batch_size)
+    y, mean, variance = ref.ghost_batch_norm_train(x, gamma, beta, axis, epsilon, virtual_batch_size, mask)
     return y, {
         "moving_mean": ref.moving_average(weights["moving_mean"], mean, momentum),
         "moving_variance": ref.moving_average(weights["moving_variance"], variance, momentum),

@@ -18,6 +18,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy_vs_batch
 # Written out here, not imported from the script: a method that silently drops out must fail the test.
 TRAINED = ("BN", "BGN", "GN+WS", "BCN+WS", "FRN+TLU", "EvoNorm-S0", "MBN", "MBN+DF")
 TUNED = ("BN + α", "BGN + α")  # the trained BN and BGN models with alpha chosen on held-out data
+# The trained BN and MBN models with their statistics recomputed on the training split (recompute_batch_statistics)
+PRECISE = ("BN + Precise BN", "MBN + Precise BN", "MBN+DF + Precise BN")
 GHOST = ("Ghost BN", "Ghost BN + α")  # virtual_batch_size 8: trained only above batch size 8
 
 
@@ -37,7 +39,7 @@ def test_accuracy_vs_batch_smoke(tmp_path):
     report = json.loads((tmp_path / "accuracy_vs_batch.json").read_text())
     assert report["meta"]["backend"] == backend and report["meta"]["profile"] == "smoke"
     cells = sorted((run["method"], run["batch_size"]) for run in report["runs"])
-    expected = [(m, 4) for m in TRAINED + TUNED] + [(m, 16) for m in GHOST + ("BCN+WS",)]
+    expected = [(m, 4) for m in TRAINED + TUNED + PRECISE] + [(m, 16) for m in GHOST + ("BCN+WS",)]
     assert cells == sorted(expected)
     for run in report["runs"]:
         assert 0.0 <= run["test_accuracy"] <= 1.0, run
@@ -47,7 +49,7 @@ def test_accuracy_vs_batch_smoke(tmp_path):
     accuracy_table = (tmp_path / "accuracy_vs_batch.md").read_text().split("\n\n")[1]  # after the caption
     rows = dict(re.findall(r"^\| ([^|]+?) \| (.+) \|$", accuracy_table, re.MULTILINE))
     assert rows["method"] == "B=4 | B=16"
-    for method in TRAINED + TUNED:
+    for method in TRAINED + TUNED + PRECISE:
         cell_16 = r"\d+\.\d" if method == "BCN+WS" else "n/a"
         assert re.fullmatch(rf"\d+\.\d \| {cell_16}", rows[method]), (method, rows[method])
     for method in GHOST:  # one ghost batch at batch size 4: BN itself, marked so

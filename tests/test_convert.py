@@ -38,6 +38,8 @@ EXPECTED = {
     "ghost_batch_norm": ("GhostBatchNormalization", {"virtual_batch_size": 2}, ALL),
     "batch_group_norm": ("BatchGroupNormalization", {}, {**AFFINE, "moving_mean": "moving_mean"}),
     "group_norm": ("GroupNormalization", {}, AFFINE),
+    "instance_norm": ("InstanceNormalization", {}, AFFINE),
+    "layer_norm": ("LayerNormalization", {}, AFFINE),
     "batch_channel_norm": ("BatchChannelNormalization", {}, ALL),
     "filter_response_norm": ("FilterResponseNormalization", {}, AFFINE),
     "evonorm_s0": ("EvoNormS0", {}, AFFINE),

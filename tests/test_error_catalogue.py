@@ -134,9 +134,6 @@ TRIGGERS = {
     "bn-renorm-clipping-rmin": lambda: _renorm_layer(renorm_clipping={"rmax": 0.5, "rmin": 1.0}),
     "bn-renorm-clipping-dmax": lambda: _renorm_layer(renorm_clipping={"dmax": -1.0}),
     "bn-dense-ghost-of-one": lambda: keras_norms.BatchNormalization(virtual_batch_size=1, name="bn")(_x(4, 3)),
-    "bn-mask-with-ghosts": lambda: keras_norms.BatchNormalization(virtual_batch_size=2, name="bn")(
-        _x(4, 5, 3), training=True, mask=np.ones((4, 5), bool)
-    ),
     "ghost-bn-virtual-batch-size": lambda: keras_norms.GhostBatchNormalization(),
     # ---- BatchGroupNormalization
     "bgn-groups": lambda: keras_norms.BatchGroupNormalization(groups=0, name="bgn"),
@@ -147,6 +144,14 @@ TRIGGERS = {
     "bcn-choice": lambda: keras_norms.BatchChannelNormalization(mode="micro", name="bcn"),
     "bcn-momentum": lambda: keras_norms.BatchChannelNormalization(momentum=1.5, name="bcn"),
     "bcn-groups-divide": lambda: keras_norms.BatchChannelNormalization(groups=4, name="bcn")(_x(2, 3, 6)),
+    # ---- InstanceNormalization
+    "in-groups": lambda: keras_norms.InstanceNormalization(groups=0, name="in"),
+    "in-groups-channels": lambda: keras_norms.InstanceNormalization(groups=3, name="in")(_x(2, 3, 6)),
+    # ---- LayerNormalization, RMSNormalization
+    "ln-axis": lambda: keras_norms.LayerNormalization(axis=1.5, name="ln"),
+    "ln-axis-batch": lambda: keras_norms.LayerNormalization(axis=0, name="ln")(_x(2, 3, 6)),
+    "ln-axis-unknown": lambda: keras_norms.LayerNormalization(axis=[1, 2], name="ln").build((None, None, 6)),
+    "ln-rms-scaling": lambda: keras_norms.LayerNormalization(rms_scaling=True, name="ln"),
     # ---- EvoNormB0, EvoNormS0
     "evonorm-init-zero": lambda: keras_norms.EvoNormS0(init_zero="yes", name="evo"),
     "evonorm-init-zero-gamma": lambda: keras_norms.EvoNormS0(init_zero=True, gamma_initializer="zeros", name="evo"),
@@ -176,6 +181,8 @@ TRIGGERS = {
     "ws-positive": lambda: keras_norms.WSConv2D(4, 3, ws_epsilon=0.0, name="ws"),
     "ws-fan-in-one": lambda: keras_norms.WSConv2D(4, 1, name="ws")(_x(2, 5, 5, 1)),
     "ws-quantize": lambda: _built(keras_norms.WSDense(4, name="ws"), (2, 3)).quantize("int8"),
+    "wn-layer": lambda: keras_norms.WeightNormalization(keras.layers.LayerNormalization(name="ln"), name="wn"),
+    "wn-lora": lambda: keras_norms.WeightNormalization(keras.layers.Dense(3, lora_rank=2, name="dense"), name="wn"),
     # ---- keras_norms.ops
     "op-axis-not-int": lambda: kops.batch_norm(_x(2, 3), axis="-1"),
     "op-batch-axis": lambda: kops.batch_group_norm(_x(4, 3), axis=0),
@@ -202,7 +209,7 @@ TRIGGERS = {
     "set-fast-paths": lambda: keras_norms.config.set_fast_paths("off"),
     "fast-path-report-model": lambda: keras_norms.fast_path_report("net", _x(2, 3)),
     "model-not-functional": lambda: keras_norms.convert_normalization(keras.Sequential(name="net"), "group_norm"),
-    "convert-unknown-target": lambda: keras_norms.convert_normalization(_bn_net(), "layer_norm"),
+    "convert-unknown-target": lambda: keras_norms.convert_normalization(_bn_net(), "weight_norm"),
     "convert-options-with-callable": lambda: keras_norms.convert_normalization(
         _bn_net(), lambda layer: keras.layers.LayerNormalization(name=layer.name), groups=2
     ),
@@ -223,6 +230,13 @@ TRIGGERS = {
     ),
     "freeze-model": lambda: keras_norms.freeze_normalization("model"),
     "freeze-frozen": lambda: keras_norms.freeze_normalization(_bn_net(), frozen="yes"),
+    "recompute-model": lambda: keras_norms.recompute_batch_statistics("model", np.ones((2, 3))),
+    "recompute-argument": lambda: keras_norms.recompute_batch_statistics(_bn_net(), np.ones((2, 4, 4, 3)), batch_size=0),
+    "recompute-verbose": lambda: keras_norms.recompute_batch_statistics(_bn_net(), np.ones((2, 4, 4, 3)), verbose=2),
+    "recompute-no-layer": lambda: keras_norms.recompute_batch_statistics(
+        _sequential(keras.layers.Dense(2, name="dense")), np.ones((2, 4, 4, 3))
+    ),
+    "recompute-empty": lambda: keras_norms.recompute_batch_statistics(_bn_net(), np.ones((0, 4, 4, 3))),
     "double-forward-model": lambda: keras_norms.with_double_forward(keras.Sequential(name="net")),
     "set-example-weight-value": lambda: keras_norms.set_inference_example_weight(_bn_net(), 1.5),
     "set-example-weight-no-layer": lambda: keras_norms.set_inference_example_weight(

@@ -460,6 +460,7 @@ GROUP_CASES = [
     ("batch_group_norm", (8, 5, 5, 6), dict(axis=-1, groups=3, examples_per_group=2), ALL),
     ("batch_group_norm", (6, 6, 5, 4), dict(axis=1, groups=2, examples_per_group=3), ALL),
     ("batch_group_norm", (5, 4, 6), dict(axis=-1, groups=2, examples_per_group=2), XLA),  # torch: 2 does not divide 5
+    ("batch_group_norm", (4, 2, 1024), dict(axis=-1, groups=32, examples_per_group=2), XLA),  # torch: slower there
 ]
 
 
@@ -497,6 +498,51 @@ def test_group_kernels_equal_reference_outputs_statistics_and_gradients(op, shap
         assert_close(a, b, err_msg=name, **tolerance)
 
 
+# Layer and RMS norm: (op, shape, axis, gradients taken, backends whose kernel runs). torch's kernels take trailing
+# axes only, and rms_norm's no gradient on CPU. At an offset of 300 (|mean|/std = 150) F.layer_norm is as exact as
+# the two-pass reference (module doc of torch/layer_norm.py; the layer against float64:
+# tests/layers/test_layer_normalization.py).
+LAYER_NORM_CASES = [
+    ("layer_norm", (4, 5, 6), -1, True, TORCH),
+    ("layer_norm", (3, 4, 5, 6), [1, 2, 3], True, TORCH),
+    ("layer_norm", (3, 6, 4, 5), 1, True, NONE),  # a middle axis
+    ("rms_norm", (4, 5, 6), -1, False, TORCH),
+    ("rms_norm", (3, 4, 5, 6), [-2, -1], False, TORCH),
+    ("rms_norm", (4, 5, 6), -1, True, NONE),  # gradients on CPU
+    ("rms_norm", (3, 4, 5, 6), [1, 3], False, NONE),  # not contiguous
+]
+
+
+@pytest.mark.parametrize("op, shape, axis, gradients, backends", LAYER_NORM_CASES, ids=str)
+@pytest.mark.parametrize("offset", [0.5, 300.0])
+def test_layer_norm_kernels_equal_reference_outputs_and_gradients(op, shape, axis, gradients, backends, offset):
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=shape) * 2 + offset).astype("float32")
+    weight_shape = [shape[a] for a in sorted(axis if isinstance(axis, list) else [axis])]
+    weights = [rng.uniform(0.5, 1.5, weight_shape).astype("float32")]
+    if op == "layer_norm":
+        weights.append(rng.normal(size=weight_shape).astype("float32"))
+    upstream = keras.ops.convert_to_tensor(rng.normal(size=shape).astype("float32"))
+
+    def outputs(xv, *w):
+        y = getattr(keras_norms.ops, op)(xv, *w, axis=axis, epsilon=1e-3)
+        return keras.ops.sum(y * upstream), (y,)
+
+    def run():
+        return _outputs_and_gradients(outputs, [x] + weights) if gradients else [to_numpy(outputs(x, *weights)[1][0])]
+
+    with config.record_dispatch() as calls:
+        fast = run()
+    assert _paths(calls) == [(op, "fast" if BACKEND in backends else "reference")]
+    with config.fast_paths(False), config.record_dispatch() as calls:
+        reference = run()
+    assert calls == [(op, "reference", OFF)]
+    for name, a, b in zip(["y", "d/dx", "d/dgamma", "d/dbeta"], fast, reference):
+        # At offset 300 both paths carry the float32 rounding of a mean near 300 (~2e-5 on x - mean).
+        tolerance = GRADIENT if name.startswith("d/") or offset > 1 else {}
+        assert_close(a, b, err_msg=name, **tolerance)
+
+
 # Every kernel's parity cases, keyed by op: each case compares the kernel's outputs and gradients with the
 # reference's (fast paths on and off) and ends with the backends whose kernel it runs.
 PARITY_CASES = {
@@ -506,6 +552,8 @@ PARITY_CASES = {
     "memorized_batch_norm": MEMORIZED_CASES,
     "group_norm": [case for case in GROUP_CASES if case[0] == "group_norm"],
     "batch_group_norm": [case for case in GROUP_CASES if case[0] == "batch_group_norm"],
+    "layer_norm": [case for case in LAYER_NORM_CASES if case[0] == "layer_norm"],
+    "rms_norm": [case for case in LAYER_NORM_CASES if case[0] == "rms_norm"],
     "norm_prop_relu": NORM_PROP_RELU_CASES,
     "tlu": TLU_CASES,
     **{op: [case for case in EVONORM_CASES if case[0] == op] for op in ("evonorm_b0", "evonorm_b0_inference",
@@ -624,3 +672,64 @@ def test_symbolic_inputs_take_the_reference():
     with config.record_dispatch() as calls:
         layer(keras.Input((4, 3)))
     assert calls == [], "symbolic layer calls use compute_output_shape, not call"
+
+
+def test_torch_batch_group_norm_declines_many_channels_last():
+    """At 1024 channels or more, channels last, torch's kernel lost to the reference (module doc of torch/group.py)."""
+    x = keras.ops.ones((4, 2, 1024))
+    with config.record_dispatch() as calls:
+        keras_norms.ops.batch_group_norm(x, groups=32)
+    if BACKEND == "torch":
+        reason = "channels-last input with 1024 or more channels (the reference is faster there)"
+        assert calls == [("batch_group_norm", "reference", reason)]
+    else:
+        assert _paths(calls) == [("batch_group_norm", "fast")]
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="eager torch: an expanded gradient reaches the kernel's backward")
+@pytest.mark.parametrize("op, shape, axis", [("batch_norm", (8, 5, 5, 6), -1), ("batch_norm", (8, 6, 5, 5), 1),
+                                             ("group_norm", (4, 6, 6, 8), -1)], ids=str)
+def test_torch_kernels_take_a_stride_0_upstream_gradient(op, shape, axis):
+    """A loss of sum(y) hands back an expanded, stride-0 gradient: fast and reference paths must agree on it."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=shape) * 2 + 1).astype("float32")
+    gamma = rng.uniform(0.5, 1.5, shape[axis]).astype("float32")
+
+    def outputs_and_gradients():
+        leaves = [torch.tensor(x, requires_grad=True), torch.tensor(gamma, requires_grad=True),
+                  torch.zeros(shape[axis], requires_grad=True)]
+        extra = dict(groups=2) if op == "group_norm" else {}
+        y = getattr(keras_norms.ops, op)(*leaves, axis=axis, epsilon=1e-3, **extra)
+        y = y[0] if isinstance(y, tuple) else y
+        y.sum().backward()
+        return [to_numpy(y.detach())] + [to_numpy(t.grad) for t in leaves]
+
+    with config.record_dispatch() as calls:
+        fast = outputs_and_gradients()
+    assert _paths(calls) == [(op, "fast")]
+    with config.fast_paths(False):
+        reference = outputs_and_gradients()
+    for name, a, b in zip(("y", "d/dx", "d/dgamma", "d/dbeta"), fast, reference):
+        assert_close(a, b, err_msg=name, **(GRADIENT if name.startswith("d/") else {}))
+    # d/dbeta is the count per channel; for batch norm sum(y) = count * sum(beta) whatever x is, so d/dx vanishes.
+    np.testing.assert_allclose(fast[3], np.full(shape[axis], x.size / shape[axis]), rtol=1e-6)
+    if op == "batch_norm":
+        np.testing.assert_allclose(fast[1], 0.0, atol=1e-4)
+
+
+def test_contiguous_grad_hands_on_a_dense_gradient():
+    if BACKEND != "torch":
+        pytest.skip("a torch autograd node")
+    import torch
+
+    from keras_norms._backends.torch._common import contiguous_grad
+
+    x = torch.ones(3, 4, requires_grad=True)
+    seen = []
+    h = x * 2.0
+    h.register_hook(lambda g: seen.append(g.stride()))
+    contiguous_grad(h).sum().backward()
+    assert seen == [(4, 1)]  # without the node: (0, 0), the expanded gradient of sum
+    assert torch.equal(x.grad, torch.full((3, 4), 2.0))

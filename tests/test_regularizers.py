@@ -151,8 +151,9 @@ def test_calling_twice_replaces_rather_than_stacks():
     assert_close(total(model.losses), expected_penalty(model, 0.3))
 
 
-def test_rms_normalization_gets_scale_decay_only():
-    model = keras.Sequential([keras.Input((5,)), keras.layers.RMSNormalization(name="rms")])
+@pytest.mark.parametrize("rms", [keras.layers.RMSNormalization, keras_norms.RMSNormalization], ids=["keras", "ours"])
+def test_rms_normalization_gets_scale_decay_only(rms):
+    model = keras.Sequential([keras.Input((5,)), rms(name="rms")])
     layer = model.get_layer("rms")
     scale = np.random.default_rng(4).normal(size=(5,)).astype("float32")
     layer.scale.assign(scale)

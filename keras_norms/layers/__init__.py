@@ -10,6 +10,9 @@ from keras_norms.layers.filter_response_normalization import FilterResponseNorma
 from keras_norms.layers.filter_response_normalization import FilterResponseNormalizationTLU
 from keras_norms.layers.filter_response_normalization import TLU
 from keras_norms.layers.group_normalization import GroupNormalization
+from keras_norms.layers.instance_normalization import InstanceNormalization
+from keras_norms.layers.layer_normalization import LayerNormalization
+from keras_norms.layers.layer_normalization import RMSNormalization
 from keras_norms.layers.memorized_batch_normalization import MemorizedBatchNormalization
 from keras_norms.layers.normalization_propagation import NormPropConv1D
 from keras_norms.layers.normalization_propagation import NormPropConv2D
@@ -26,6 +29,7 @@ from keras_norms.layers.weight_standardization import WSConv2DTranspose
 from keras_norms.layers.weight_standardization import WSConv3D
 from keras_norms.layers.weight_standardization import WSDense
 from keras_norms.layers.weight_standardization import WSDepthwiseConv2D
+from keras_norms.layers.weight_normalization import WeightNormalization
 
 import keras as _keras
 

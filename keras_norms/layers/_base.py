@@ -272,6 +272,11 @@ class NormalizationLayer(LayerArguments, keras.layers.Layer):
     def _check_rank(self, input_shape):
         """Hook: raises a `ValueError` for an input rank the layer does not take (any rank >= 2 here)."""
 
+    @staticmethod
+    def _cast_all(dtype, *weights):
+        """The weights cast to `dtype`, the upcast input's (the ops compute in it); an absent weight stays None."""
+        return tuple(None if w is None else ops.cast(w, dtype) for w in weights)
+
     def _build_channels(self, input_shape):
         """Checks the input shape; records the channel axis and the input spec; returns the channel count."""
         self._check_rank(input_shape)
@@ -344,6 +349,15 @@ class NormalizationLayer(LayerArguments, keras.layers.Layer):
 
     def _carry_from_batch_normalization(self, bn):
         carry_weights(bn, self, self._carried_weights)
+
+    # ------------------------------------------------------------ population statistics
+    # The state `keras_norms.recompute_batch_statistics` sets from the exact moments of the layer's input,
+    # {variable name: "mean" | "variance" | "second_moment" | "stddev"}; None: the layer has no such state.
+    population_statistics = None
+
+    def _set_population_moments(self, mean, variance):
+        """Sets the state named in `population_statistics` from per-channel float64 `mean` and `variance`."""
+        assign_population_state(self, self.population_statistics, mean, variance, self.epsilon)
 
     def _update_moving(self, variable, value, momentum=None):
         """Moves `variable` toward the batch statistic `value` (no gradient through it) by `momentum`."""
@@ -472,6 +486,24 @@ def carry_weights(old, new, mapping):
         if target in news and source in olds and tuple(news[target].shape) == tuple(olds[source].shape):
             # A copy: on JAX an assigned array is shared, and fit() donates (deletes) it.
             news[target].assign(np.array(keras.ops.convert_to_numpy(olds[source])))
+
+
+def assign_population_state(layer, statistics, mean, variance, epsilon):
+    """Assigns each of `layer`'s variables named in `statistics` its statistic of `mean` and `variance` (float64).
+
+    A name the layer lacks (e.g. `renorm_mean` without renorm) is skipped.
+    """
+    variance = np.maximum(variance, 0.0)
+    values = {
+        "mean": mean,
+        "variance": variance,
+        "second_moment": variance + mean**2,
+        "stddev": np.sqrt(variance + epsilon),
+    }
+    for name, statistic in statistics.items():
+        variable = getattr(layer, name, None)
+        if variable is not None:
+            variable.assign(values[statistic].astype(variable.dtype))
 
 
 def bn_moments(bn):

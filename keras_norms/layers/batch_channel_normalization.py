@@ -125,6 +125,16 @@ class BatchChannelNormalization(NormalizationLayer):
             batch statistics are used). A layer with `trainable=False`
             always runs in inference mode, as Keras's BatchNormalization
             does.
+        mask: optional boolean tensor of rank `ndim - 1` (Keras
+            BatchNormalization's convention: it covers every axis but the
+            last and is broadcast over it), e.g. from a `Masking` layer or
+            `Embedding(mask_zero=True)`. In training, the batch step's
+            statistics (`"batch"`) or the estimates' update (`"estimate"`)
+            are taken over the unmasked entries only, so masked entries never
+            move the moving statistics. The group step is per example and,
+            like `keras.layers.GroupNormalization`, uses no mask: an
+            example's group statistics cover all its entries. At inference
+            the mask is not used. The output mask is the input mask.
 
     Returns:
         A tensor of the input's shape in the layer's compute dtype.
@@ -164,6 +174,7 @@ class BatchChannelNormalization(NormalizationLayer):
         "variance"
     )
     conversion_adds = "`batch_gamma` = 1, `batch_beta` = 0 (group final affine: γ = 1, β = 0)"
+    population_statistics = {"moving_mean": "mean", "moving_variance": "variance"}
 
     def __init__(
         self,
@@ -188,6 +199,7 @@ class BatchChannelNormalization(NormalizationLayer):
     ):
         super().__init__(**kwargs)
         self._store_arguments(locals())
+        self.supports_masking = True
         self.batch_gamma = None
         self.batch_beta = None
         self.moving_mean = None
@@ -225,25 +237,20 @@ class BatchChannelNormalization(NormalizationLayer):
         carry_weights(bn, self, {**affine, "moving_mean": "moving_mean", "moving_variance": "moving_variance"})
 
     # ------------------------------------------------------------------ call
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
         x = _stats.upcast(inputs)
-        dtype = x.dtype
-
-        def cast(v):
-            return None if v is None else ops.cast(v, dtype)
-
-        affines = (cast(self.batch_gamma), cast(self.batch_beta), cast(self.gamma), cast(self.beta))
+        affines = self._cast_all(x.dtype, self.batch_gamma, self.batch_beta, self.gamma, self.beta)
         common = dict(axis=self._channel_axis, epsilon=self.epsilon, groups=self._num_groups)
-        moving = (cast(self.moving_mean), cast(self.moving_variance))
+        moving = self._cast_all(x.dtype, self.moving_mean, self.moving_variance)
         if training and self.trainable:
             sync = self.synchronized
             if self.mode == "batch":
-                y, mean, variance = bcn_ops.batch_channel_norm(x, *affines, synchronized=sync, **common)
+                y, mean, variance = bcn_ops.batch_channel_norm(x, *affines, mask=mask, synchronized=sync, **common)
                 mean = self._moving_average(self.moving_mean, mean)
                 variance = self._moving_average(self.moving_variance, variance)
             else:
                 y, mean, variance = bcn_ops.batch_channel_norm_estimate(
-                    x, *moving, *affines, momentum=self.momentum, synchronized=sync, **common
+                    x, *moving, *affines, momentum=self.momentum, mask=mask, synchronized=sync, **common
                 )
             self.moving_mean.assign(ops.cast(mean, self.moving_mean.dtype))
             self.moving_variance.assign(ops.cast(variance, self.moving_variance.dtype))

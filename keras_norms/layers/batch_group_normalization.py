@@ -116,6 +116,16 @@ class BatchGroupNormalization(NormalizationLayer):
         training: bool, training mode (cell statistics, moving moments
             updated). A layer with `trainable=False` always runs in
             inference mode, as Keras's BatchNormalization does.
+        mask: optional boolean tensor of rank `ndim - 1` (Keras
+            BatchNormalization's convention: it covers every axis but the
+            last and is broadcast over it), e.g. from a `Masking` layer or
+            `Embedding(mask_zero=True)`. In training, each cell's statistics
+            and the moving moments are taken over the unmasked entries only;
+            masked entries are normalized like the others. A cell with no
+            unmasked entry is normalized with mean 0 and variance 0 (finite
+            outputs). At inference the mask is not used (with
+            `inference_example_weight` > 0 the example's own moments cover
+            all its entries). The output mask is the input mask.
 
     Returns:
         A tensor of the input's shape in the layer's compute dtype.
@@ -149,6 +159,7 @@ class BatchGroupNormalization(NormalizationLayer):
     conversion_carries = "γ, β, moving mean"
     conversion_adds = "moving second moment = variance + mean²"
     _carried_weights = {"gamma": "gamma", "beta": "beta", "moving_mean": "moving_mean"}
+    population_statistics = {"moving_mean": "mean", "moving_second_moment": "second_moment"}
 
     def __init__(
         self,
@@ -173,6 +184,7 @@ class BatchGroupNormalization(NormalizationLayer):
     ):
         super().__init__(**kwargs)
         self._store_arguments(locals())
+        self.supports_masking = True
         self.moving_mean = None
         self.moving_second_moment = None
 
@@ -198,11 +210,10 @@ class BatchGroupNormalization(NormalizationLayer):
         self.moving_second_moment.assign(bn_moments(bn)[1].astype(self.moving_second_moment.dtype))
 
     # ------------------------------------------------------------------ call
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
         x = _stats.upcast(inputs)
         dtype = x.dtype
-        gamma = ops.cast(self.gamma, dtype) if self.scale else None
-        beta = ops.cast(self.beta, dtype) if self.center else None
+        gamma, beta = self._cast_all(dtype, self.gamma, self.beta)
         axis = self._channel_axis
         if training and self.trainable:
             y, mean, second_moment = group_ops.batch_group_norm(
@@ -213,6 +224,7 @@ class BatchGroupNormalization(NormalizationLayer):
                 self.epsilon,
                 self._num_groups,
                 self.examples_per_group,
+                mask,
                 synchronized=self.synchronized,
             )
             self._update_moving(self.moving_mean, mean)

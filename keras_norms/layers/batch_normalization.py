@@ -130,8 +130,15 @@ class BatchNormalization(NormalizationLayer):
             updated). A layer with `trainable=False` always runs in
             inference mode, as in Keras.
         mask: optional boolean tensor of rank `ndim - 1` (Keras BN's
-            convention); masked-out entries are left out of the batch
-            statistics. Not supported with `virtual_batch_size`.
+            convention: it covers every axis but the last and is broadcast
+            over it); in training, masked-out entries are left out of the
+            batch statistics and so of the moving statistics, but are
+            normalized like the others. With `virtual_batch_size`, each
+            ghost's statistics are over its unmasked entries and the ghosts
+            are pooled with weights their unmasked counts; a ghost with no
+            unmasked entry is left out of the pooling and normalized with
+            mean 0 and variance 0 (finite outputs). At inference the mask is
+            not used. The output mask is the input mask.
 
     Returns:
         A tensor of the input's shape in the layer's compute dtype.
@@ -139,8 +146,6 @@ class BatchNormalization(NormalizationLayer):
     Raises:
         ValueError: for an invalid argument (named in the message) or an
             input whose channel axis is out of range or unknown.
-        NotImplementedError: for a `mask` together with
-            `virtual_batch_size` in training.
 
     Example:
 
@@ -169,6 +174,14 @@ class BatchNormalization(NormalizationLayer):
     # keras_norms BN takes every argument of both BNs, and has every weight of Keras's.
     _carried_weights = "all"
     _converted_arguments = None
+    # Renorm's stddev state is sqrt(variance + epsilon), as its updates keep it.
+    population_statistics = {
+        "moving_mean": "mean",
+        "moving_variance": "variance",
+        "moving_stddev": "stddev",
+        "renorm_mean": "mean",
+        "renorm_stddev": "stddev",
+    }
 
     def __init__(
         self,
@@ -257,21 +270,15 @@ class BatchNormalization(NormalizationLayer):
     def call(self, inputs, training=None, mask=None):
         x = _stats.upcast(inputs)
         dtype = x.dtype
-        gamma = ops.cast(self.gamma, dtype) if self.scale else None
-        beta = ops.cast(self.beta, dtype) if self.center else None
+        gamma, beta = self._cast_all(dtype, self.gamma, self.beta)
         axis = self._channel_axis
         if training and self.trainable:
-            if self.virtual_batch_size is not None and mask is not None:
-                raise NotImplementedError(
-                    f"{type(self).__name__} (layer '{self.name}'): a mask "
-                    "together with virtual_batch_size is not implemented yet."
-                )
             sync = self.synchronized
             if self.renorm:
                 renorm_args = (gamma, beta, self.renorm_mean, self.renorm_stddev, axis, self.epsilon)
                 if self.virtual_batch_size is not None:
                     y, mean, variance = knops.ghost_batch_renorm(
-                        x, *renorm_args, self.renorm_clipping, self.virtual_batch_size, synchronized=sync
+                        x, *renorm_args, self.renorm_clipping, self.virtual_batch_size, mask, synchronized=sync
                     )
                 else:
                     y, mean, variance = knops.batch_renorm(
@@ -281,7 +288,7 @@ class BatchNormalization(NormalizationLayer):
             else:
                 if self.virtual_batch_size is not None:
                     y, mean, variance = knops.ghost_batch_norm(
-                        x, gamma, beta, axis, self.epsilon, self.virtual_batch_size, synchronized=sync
+                        x, gamma, beta, axis, self.epsilon, self.virtual_batch_size, mask, synchronized=sync
                     )
                 else:
                     y, mean, variance = knops.batch_norm(
@@ -338,6 +345,9 @@ class GhostBatchNormalization(BatchNormalization):
     Call arguments:
         inputs: tensor of rank >= 2, batch on axis 0.
         training: bool, training mode.
+        mask: optional boolean tensor of rank `ndim - 1`, left out of each
+            ghost's statistics in training (see
+            `keras_norms.BatchNormalization`).
 
     Returns:
         A tensor of the input's shape in the layer's compute dtype.

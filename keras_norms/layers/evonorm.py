@@ -57,7 +57,7 @@ class _EvoNorm(NormalizationLayer):
         self.v = self.add_weight(shape=shape, name="v", initializer="ones", trainable=True, autocast=False)
 
     def _weights_as(self, dtype):
-        return tuple(ops.cast(w, dtype) for w in (self.v, self.gamma, self.beta))
+        return self._cast_all(dtype, self.v, self.gamma, self.beta)
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
@@ -155,6 +155,7 @@ class EvoNormB0(_EvoNorm):
     conversion_target = "evonorm_b0"
     conversion_carries = "γ, β, moving variance"
     _carried_weights = {"gamma": "gamma", "beta": "beta", "moving_variance": "moving_variance"}
+    population_statistics = {"moving_variance": "variance"}
 
     def __init__(
         self,

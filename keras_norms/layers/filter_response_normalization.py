@@ -187,17 +187,9 @@ class FilterResponseNormalization(_ChannelwiseLayer):
 
     def call(self, inputs, training=None):  # training and inference are the same function
         x = _stats.upcast(inputs)
-
-        def cast(v):
-            return None if v is None else ops.cast(v, x.dtype)
-
+        gamma, beta, learned_epsilon = self._cast_all(x.dtype, self.gamma, self.beta, self.eps_learned)
         y = frn_ops.filter_response_norm(
-            x,
-            cast(self.gamma),
-            cast(self.beta),
-            epsilon=self.epsilon,
-            axis=self._channel_axis,
-            learned_epsilon=cast(self.eps_learned),
+            x, gamma, beta, epsilon=self.epsilon, axis=self._channel_axis, learned_epsilon=learned_epsilon
         )
         return ops.cast(self._activation(y), self.compute_dtype)
 

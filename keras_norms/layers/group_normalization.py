@@ -122,7 +122,6 @@ class GroupNormalization(NormalizationLayer):
 
     def call(self, inputs, training=None):
         x = _stats.upcast(inputs)
-        gamma = ops.cast(self.gamma, x.dtype) if self.scale else None
-        beta = ops.cast(self.beta, x.dtype) if self.center else None
+        gamma, beta = self._cast_all(x.dtype, self.gamma, self.beta)
         y = group_ops.group_norm(x, gamma, beta, self._channel_axis, self.epsilon, self._num_groups)
         return ops.cast(y, self.compute_dtype)

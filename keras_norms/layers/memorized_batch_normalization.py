@@ -145,6 +145,8 @@ class MemorizedBatchNormalization(NormalizationLayer):
 
     conversion_target = "memorized_batch_norm"
     conversion_adds = "memory slot 0 = moving mean and variance + mean², count 1 (other slots empty)"
+    # recompute_batch_statistics: slot 0 holds the population moments, count 1 (`_set_population_moments`).
+    population_statistics = {"memory_mean": "mean", "memory_second_moment": "second_moment"}
 
     def __init__(
         self,
@@ -201,7 +203,15 @@ class MemorizedBatchNormalization(NormalizationLayer):
     def _carry_from_batch_normalization(self, bn):
         # The memory starts with one batch: slot 0 holds the BN's moving mean and variance + mean**2.
         super()._carry_from_batch_normalization(bn)
-        for variable, value in zip((self.memory_mean, self.memory_second_moment), bn_moments(bn)):
+        self._memorize_one(*bn_moments(bn))
+
+    def _set_population_moments(self, mean, variance):
+        # One memorized batch holding the population moments: inference then uses exactly them.
+        self._memorize_one(mean, np.maximum(variance, 0.0) + mean**2)
+
+    def _memorize_one(self, mean, second_moment):
+        """Empties the memory, then puts one batch's float64 `(mean, second_moment)` in slot 0."""
+        for variable, value in zip((self.memory_mean, self.memory_second_moment), (mean, second_moment)):
             memory = np.zeros(variable.shape, np.float64)
             memory[0] = value
             variable.assign(memory.astype(variable.dtype))
@@ -211,8 +221,7 @@ class MemorizedBatchNormalization(NormalizationLayer):
     def call(self, inputs, training=None):
         x = _stats.upcast(inputs)
         dtype = x.dtype
-        gamma = ops.cast(self.gamma, dtype) if self.scale else None
-        beta = ops.cast(self.beta, dtype) if self.center else None
+        gamma, beta = self._cast_all(dtype, self.gamma, self.beta)
         common = dict(axis=self._channel_axis, epsilon=self.epsilon, memory_weights=self.memory_weights)
         memory = (self.memory_mean, self.memory_second_moment, self.memory_count)
         phase = self._double_forward_phase

@@ -250,7 +250,7 @@ class NormPropConv1D(NormPropMixin, keras.layers.Conv1D):
             root. Defaults to 1e-8 (this package's choice, not the paper's).
         **kwargs: `gamma_initializer`, `beta_initializer` and the
             regularizers and constraints of `gamma` and `beta`, as in
-            `NormPropConv2D`; and every other argument of `keras.layers.Conv1D`
+            `NormPropDense`; and every other argument of `keras.layers.Conv1D`
             (`strides`, `padding` ("valid", "same" or "causal"),
             `data_format`, `dilation_rate`, `groups`, `activation`,
             `kernel_initializer`, `kernel_regularizer`, `kernel_constraint`,
@@ -306,23 +306,10 @@ class NormPropConv2D(NormPropMixin, keras.layers.Conv2D):
         *args: positional arguments of `keras.layers.Conv2D` (`filters`,
             `kernel_size`, ...; they may also be passed by keyword).
         epsilon: float > 0 added to the sum of squares inside the square
-            root. Defaults to 1e-8 (this package's choice, not the
-            paper's).
-        gamma_initializer: initializer of `gamma` (one value per output
-            unit). Defaults to `None`: the constant 1/1.21 (about 0.8264),
-            the value commonly given for the paper's algorithm, which this
-            package has not confirmed in the paper; pass `"ones"` for the
-            plain analysis. See the Design notes page of the documentation,
-            section Normalization Propagation.
-        beta_initializer: initializer of `beta`. Defaults to `"zeros"`.
-        gamma_regularizer: optional regularizer of `gamma`. Defaults to
-            `None`.
-        beta_regularizer: optional regularizer of `beta`. Defaults to
-            `None`.
-        gamma_constraint: optional constraint of `gamma`. Defaults to
-            `None`.
-        beta_constraint: optional constraint of `beta`. Defaults to `None`.
-        **kwargs: every other argument of `keras.layers.Conv2D`
+            root. Defaults to 1e-8 (this package's choice, not the paper's).
+        **kwargs: `gamma_initializer`, `beta_initializer` and the
+            regularizers and constraints of `gamma` and `beta`, as in
+            `NormPropDense`; and every other argument of `keras.layers.Conv2D`
             (`strides`, `padding`, `data_format`, `dilation_rate`, `groups`,
             `activation`, `kernel_initializer`, `kernel_regularizer`,
             `kernel_constraint`, `activity_regularizer`, `lora_rank`,
@@ -380,7 +367,7 @@ class NormPropConv3D(NormPropMixin, keras.layers.Conv3D):
             root. Defaults to 1e-8 (this package's choice, not the paper's).
         **kwargs: `gamma_initializer`, `beta_initializer` and the
             regularizers and constraints of `gamma` and `beta`, as in
-            `NormPropConv2D`; and every other argument of `keras.layers.Conv3D`
+            `NormPropDense`; and every other argument of `keras.layers.Conv3D`
             (`strides`, `padding`, `data_format`, `dilation_rate`, `groups`,
             `activation`, `kernel_initializer`, `kernel_regularizer`,
             `kernel_constraint`, `activity_regularizer`, `lora_rank`,

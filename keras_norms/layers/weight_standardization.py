@@ -45,6 +45,76 @@ def add_channel_vector(outputs, vector, data_format):
     return outputs + vector
 
 
+def kernel_variable(layer):
+    """The kernel variable of a Keras `Dense` or convolution `layer` (LoRA not applied)."""
+    # Conv*D and Dense keep the variable in `_kernel` behind a `kernel`
+    # property (which adds LoRA); the depthwise and transposed layers
+    # store it in `kernel` itself.
+    variable = getattr(layer, "_kernel", None)
+    return layer.kernel if variable is None else variable
+
+
+def layer_kernel(layer):
+    """The float32 kernel of a Keras `Dense` or convolution `layer`, plus its LoRA delta when LoRA is enabled.
+
+    Read from the float32 master variables (`layer` must not autocast them:
+    call it where no autocast scope is active, or on variables created with
+    `autocast=False`).
+    """
+    kernel = _stats.upcast(kernel_variable(layer))
+    if getattr(layer, "lora_enabled", False):
+        delta = ops.matmul(_stats.upcast(layer.lora_kernel_a), _stats.upcast(layer.lora_kernel_b))
+        kernel = kernel + delta * (layer.lora_alpha / layer.lora_rank)
+    return kernel
+
+
+def kernel_op(layer, inputs, kernel):
+    """What the Keras `Dense`, `Conv1D/2D/3D`, `DepthwiseConv2D` or `Conv2DTranspose` `layer` computes
+    before its bias, with `kernel` in place of its own ("causal" padding included)."""
+    if isinstance(layer, keras.layers.Dense):
+        return ops.matmul(inputs, kernel)
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return ops.depthwise_conv(
+            inputs,
+            kernel,
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        return ops.conv_transpose(
+            inputs,
+            kernel,
+            strides=list(layer.strides),
+            padding=layer.padding,
+            output_padding=layer.output_padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
+    padding = layer.padding
+    if padding == "causal":
+        inputs = ops.pad(inputs, layer._compute_causal_padding())
+        padding = "valid"
+    return ops.conv(
+        inputs,
+        kernel,
+        strides=list(layer.strides),
+        padding=padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
+    )
+
+
+def bias_and_activation(layer, outputs, bias):
+    """What the Keras `layer` does after its convolution or matmul, with `bias` (or None) as its bias."""
+    if bias is not None:
+        outputs = add_channel_vector(outputs, bias, getattr(layer, "data_format", "channels_last"))
+    if layer.activation is not None:
+        outputs = layer.activation(outputs)
+    return outputs
+
+
 class KernelReparameterizationMixin(LayerArguments):
     """Applies a function of the float32 master kernel instead of the raw kernel.
 
@@ -81,19 +151,11 @@ class KernelReparameterizationMixin(LayerArguments):
 
     # ------------------------------------------------------------------ math
     def _kernel_variable(self):
-        # Conv*D and Dense keep the variable in `_kernel` behind a `kernel`
-        # property (which adds LoRA); the depthwise and transposed layers
-        # store it in `kernel` itself.
-        variable = getattr(self, "_kernel", None)
-        return self.kernel if variable is None else variable
+        return kernel_variable(self)
 
     def effective_kernel(self):
         """The raw kernel plus the LoRA delta (if enabled), in float32."""
-        kernel = _stats.upcast(self._kernel_variable())
-        if getattr(self, "lora_enabled", False):
-            delta = ops.matmul(_stats.upcast(self.lora_kernel_a), _stats.upcast(self.lora_kernel_b))
-            kernel = kernel + delta * (self.lora_alpha / self.lora_rank)
-        return kernel
+        return layer_kernel(self)
 
     def call(self, inputs, training=None):
         # `training` is accepted, and ignored (these layers compute the same
@@ -103,28 +165,11 @@ class KernelReparameterizationMixin(LayerArguments):
         return super().call(inputs)
 
     def _conv_call(self, inputs):
-        """`keras.layers.Conv1D/2D/3D.call` ("causal" padding included) with `_call_kernel()`."""
-        padding = self.padding
-        if padding == "causal":
-            inputs = ops.pad(inputs, self._compute_causal_padding())
-            padding = "valid"
-        outputs = ops.conv(
-            inputs,
-            self._call_kernel(),
-            strides=list(self.strides),
-            padding=padding,
-            dilation_rate=self.dilation_rate,
-            data_format=self.data_format,
-        )
-        return self._bias_and_activation(outputs)
+        """The Keras layer's call (convolution or matmul, bias, activation) with `_call_kernel()`."""
+        return self._bias_and_activation(kernel_op(self, inputs, self._call_kernel()))
 
     def _bias_and_activation(self, outputs):
-        # What the Keras layers do after their convolution or matmul.
-        if self.bias is not None:
-            outputs = add_channel_vector(outputs, self.bias, getattr(self, "data_format", "channels_last"))
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+        return bias_and_activation(self, outputs, self.bias)
 
 
 class WeightStandardizationMixin(KernelReparameterizationMixin):
@@ -248,21 +293,14 @@ class WSConv1D(WeightStandardizationMixin, keras.layers.Conv1D):
     `keras.layers.Conv1D` (same arguments, weights and call, `causal`
     padding included) applying, instead of the raw kernel $W$ of shape
     `(kernel_size, in // groups, filters)`, its standardization per output
-    channel $i$ over the fan-in $j$ (kernel axes 0 and 1, $I$ entries):
+    channel $i$ over the fan-in $j$ (kernel axes 0 and 1), as `WSConv2D`
+    computes it, with the biased mean and variance over $j$:
 
-    $$\\hat W_{ij}=\\frac{W_{ij}-\\mu_i}{\\sqrt{\\sigma^2_i+\\epsilon}},\\qquad
-      \\mu_i=\\frac1I\\sum_jW_{ij},\\quad
-      \\sigma^2_i=\\frac1I\\sum_j(W_{ij}-\\mu_i)^2$$
+    $$\\hat W_{ij}=\\frac{W_{ij}-\\mu_i}{\\sqrt{\\sigma^2_i+\\epsilon}}$$
 
-    with the biased variance and $\\epsilon$ = `ws_epsilon` inside the square
-    root, computed in float32 from the float32 master kernel and cast to the
-    compute dtype; gradients flow through $\\mu_i$ and $\\sigma_i$. (This
-    estimator and $\\epsilon$ placement are this package's choice: the
-    paper's are not confirmed and the official snippets disagree; they differ
-    negligibly for fan-in >= 27. See the Design notes page of the
-    documentation, section Weight Standardization and Scaled WS.) Follow it with
-    a normalization layer (GroupNormalization, BatchNormalization): WS removes
-    the weight scale, so the layer cannot learn its output scale alone.
+    Follow it with a normalization layer: WS
+    removes the weight scale, so the layer cannot learn its output scale
+    alone.
 
     Args:
         ws_epsilon: float > 0 added to the variance inside the square root.
@@ -288,7 +326,7 @@ class WSConv1D(WeightStandardizationMixin, keras.layers.Conv1D):
     ```python
     x = keras.random.normal((4, 32, 8))
     y = keras_norms.WSConv1D(16, 3, padding="causal", use_bias=False)(x)
-    y = keras.layers.GroupNormalization(groups=4)(y)
+    y = keras_norms.GroupNormalization(groups=4)(y)
     ```
 
     Reference:
@@ -355,7 +393,7 @@ class WSConv2D(WeightStandardizationMixin, keras.layers.Conv2D):
     block = keras.Sequential([
         keras.Input((32, 32, 3)),
         keras_norms.WSConv2D(32, 3, padding="same", use_bias=False),
-        keras.layers.GroupNormalization(groups=8, epsilon=1e-5),
+        keras_norms.GroupNormalization(groups=8, epsilon=1e-5),
         keras.layers.ReLU(),
     ])
     ```
@@ -379,17 +417,12 @@ class WSConv3D(WeightStandardizationMixin, keras.layers.Conv3D):
     `keras.layers.Conv3D` (same arguments, weights and call) that
     applies, instead of the raw kernel $W$ of shape
     `(kd, kh, kw, in // groups, filters)`, its standardization per output
-    channel $i$ over the fan-in $j$ (every kernel axis but the last, $I$
-    entries):
+    channel $i$ over the fan-in $j$ (every kernel axis but the last), as
+    `WSConv2D` computes it:
 
-    $$\\hat W_{ij}=\\frac{W_{ij}-\\mu_i}{\\sqrt{\\sigma^2_i+\\epsilon}},\\qquad
-      \\mu_i=\\frac1I\\sum_jW_{ij},\\quad
-      \\sigma^2_i=\\frac1I\\sum_j(W_{ij}-\\mu_i)^2$$
+    $$\\hat W_{ij}=\\frac{W_{ij}-\\mu_i}{\\sqrt{\\sigma^2_i+\\epsilon}}$$
 
-    with the biased variance and $\\epsilon$ = `ws_epsilon` inside the square
-    root, computed in float32 from the float32 master kernel and cast to the
-    compute dtype. (This estimator and $\\epsilon$ placement are this
-    package's choice; the paper's are not confirmed.) Use it only where a normalization layer follows.
+    Use it only where a normalization layer follows.
 
     Args:
         ws_epsilon: float > 0 added to the variance inside the square root.
@@ -430,16 +463,12 @@ class WSDepthwiseConv2D(WeightStandardizationMixin, keras.layers.DepthwiseConv2D
 
     `keras.layers.DepthwiseConv2D` (same arguments, weights and call). Its
     kernel has shape `(kh, kw, in, depth_multiplier)`; each (input channel,
-    multiplier) pair $i$ is one output channel, standardized over its
-    $I = k_hk_w$ spatial taps $j$ (kernel axes 0 and 1):
+    multiplier) pair $i$ is one output channel, standardized as `WSConv2D`
+    does over its $k_hk_w$ spatial taps $j$ (kernel axes 0 and 1):
 
-    $$\\hat W_{ij}=\\frac{W_{ij}-\\mu_i}{\\sqrt{\\sigma^2_i+\\epsilon}},\\qquad
-      \\mu_i=\\frac1I\\sum_jW_{ij},\\quad
-      \\sigma^2_i=\\frac1I\\sum_j(W_{ij}-\\mu_i)^2$$
+    $$\\hat W_{ij}=\\frac{W_{ij}-\\mu_i}{\\sqrt{\\sigma^2_i+\\epsilon}}$$
 
-    with the biased variance and $\\epsilon$ = `ws_epsilon` inside the square
-    root, in float32 from the float32 master kernel, cast to the compute
-    dtype. A 1x1 depthwise kernel has fan-in 1 and is refused.
+    A 1x1 depthwise kernel has fan-in 1 and is refused.
 
     Args:
         ws_epsilon: float > 0 added to the variance inside the square root.
@@ -475,15 +504,7 @@ class WSDepthwiseConv2D(WeightStandardizationMixin, keras.layers.DepthwiseConv2D
 
     def call(self, inputs, training=None):
         # DepthwiseConv2D has no `convolution_op` to override.
-        outputs = ops.depthwise_conv(
-            inputs,
-            self._call_kernel(),
-            strides=self.strides,
-            padding=self.padding,
-            dilation_rate=self.dilation_rate,
-            data_format=self.data_format,
-        )
-        return self._bias_and_activation(outputs)
+        return self._conv_call(inputs)
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
@@ -492,16 +513,12 @@ class WSConv2DTranspose(WeightStandardizationMixin, keras.layers.Conv2DTranspose
 
     `keras.layers.Conv2DTranspose` (same arguments, weights and call). Its
     kernel has shape `(kh, kw, filters, in)` (output channels on axis 2),
-    and is standardized per output channel $i$ over kernel axes (0, 1, 3),
-    $I = k_hk_wC_{in}$ entries $j$:
+    and is standardized as `WSConv2D` does, per output channel $i$ over
+    kernel axes (0, 1, 3), $k_hk_wC_{in}$ entries $j$:
 
-    $$\\hat W_{ij}=\\frac{W_{ij}-\\mu_i}{\\sqrt{\\sigma^2_i+\\epsilon}},\\qquad
-      \\mu_i=\\frac1I\\sum_jW_{ij},\\quad
-      \\sigma^2_i=\\frac1I\\sum_j(W_{ij}-\\mu_i)^2$$
+    $$\\hat W_{ij}=\\frac{W_{ij}-\\mu_i}{\\sqrt{\\sigma^2_i+\\epsilon}}$$
 
-    with the biased variance and $\\epsilon$ = `ws_epsilon` inside the square
-    root, in float32 from the float32 master kernel, cast to the compute
-    dtype. With `strides` $s>1$ an output pixel receives only about
+    With `strides` $s>1$ an output pixel receives only about
     $(k_h/s)(k_w/s)$ of the taps: the standardization is over the whole
     kernel, not over the taps that reach one output pixel.
 
@@ -539,16 +556,7 @@ class WSConv2DTranspose(WeightStandardizationMixin, keras.layers.Conv2DTranspose
 
     def call(self, inputs, training=None):
         # Conv2DTranspose has no `convolution_op` to override.
-        outputs = ops.conv_transpose(
-            inputs,
-            self._call_kernel(),
-            strides=list(self.strides),
-            padding=self.padding,
-            output_padding=self.output_padding,
-            dilation_rate=self.dilation_rate,
-            data_format=self.data_format,
-        )
-        return self._bias_and_activation(outputs)
+        return self._conv_call(inputs)
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
@@ -556,16 +564,12 @@ class WSDense(WeightStandardizationMixin, keras.layers.Dense):
     """Dense layer with a weight-standardized kernel.
 
     `keras.layers.Dense` (same arguments, weights and call). Its kernel
-    `(in, units)` is standardized per unit $i$ over the $I = C_{in}$ inputs
-    $j$ (kernel axis 0):
+    `(in, units)` is standardized as `WSConv2D` does, per unit $i$ over its
+    $C_{in}$ inputs $j$ (kernel axis 0), LoRA delta included when enabled:
 
-    $$\\hat W_{ij}=\\frac{W_{ij}-\\mu_i}{\\sqrt{\\sigma^2_i+\\epsilon}},\\qquad
-      \\mu_i=\\frac1I\\sum_jW_{ij},\\quad
-      \\sigma^2_i=\\frac1I\\sum_j(W_{ij}-\\mu_i)^2$$
+    $$\\hat W_{ij}=\\frac{W_{ij}-\\mu_i}{\\sqrt{\\sigma^2_i+\\epsilon}}$$
 
-    with the biased variance and $\\epsilon$ = `ws_epsilon` inside the square
-    root, in float32 from the float32 master kernel (plus the LoRA delta when
-    enabled), cast to the compute dtype. Quantization is not supported: fold
+    Quantization is not supported: fold
     first (`keras_norms.fold_weight_standardization`), then quantize.
 
     Args:
@@ -604,7 +608,7 @@ class WSDense(WeightStandardizationMixin, keras.layers.Dense):
         super().build(input_shape)
 
     def call(self, inputs, training=None):
-        return self._bias_and_activation(ops.matmul(inputs, self._call_kernel()))
+        return self._conv_call(inputs)
 
     def quantize(self, mode=None, **kwargs):
         raise NotImplementedError(
@@ -620,16 +624,12 @@ class WSDense(WeightStandardizationMixin, keras.layers.Dense):
 class ScaledWSConv1D(ScaledWeightStandardizationMixin, WSConv1D):
     """1D convolution with a Scaled Weight Standardization kernel (NF-Nets).
 
-    `keras_norms.WSConv1D` with timm's Scaled WS: per output channel $i$,
-    with the biased mean $\\mu_i$ and variance $\\sigma^2_i$ over the fan-in
-    (kernel axes 0 and 1, $I$ entries), a trainable `gain` $g_i$ and the
-    fixed activation constant $\\gamma$:
+    `keras_norms.WSConv1D` with timm's Scaled WS, as `ScaledWSConv2D`
+    computes it over the fan-in of kernel axes 0 and 1 ($I$ entries):
 
-    $$\\hat W_{ij}=g_i\\,\\gamma\\,I^{-1/2}\\,
-      \\frac{W_{ij}-\\mu_i}{\\sqrt{\\sigma^2_i+\\epsilon}}$$
+    $$\\hat W_{ij}=g_i\\,\\gamma\\,I^{-1/2}\\,\\frac{W_{ij}-\\mu_i}{\\sqrt{\\sigma^2_i+\\epsilon}}$$
 
-    computed in float32 from the float32 master weights and cast to the
-    compute dtype. With $I^{-1/2}$, $\\sum_j\\hat W_{ij}^2\\approx g_i^2\\gamma^2$: on
+    With $I^{-1/2}$, $\\sum_j\\hat W_{ij}^2\\approx g_i^2\\gamma^2$: on
     zero-mean, unit-variance, uncorrelated inputs the output variance is about
     $g_i^2\\gamma^2$, as normalizer-free networks (NF-ResNets, NF-Nets) need.
 
@@ -724,16 +724,11 @@ class ScaledWSConv2D(ScaledWeightStandardizationMixin, WSConv2D):
 class ScaledWSConv3D(ScaledWeightStandardizationMixin, WSConv3D):
     """3D convolution with a Scaled Weight Standardization kernel (NF-Nets).
 
-    `keras_norms.WSConv3D` with timm's Scaled WS: per output channel $i$,
-    with the biased mean $\\mu_i$ and variance $\\sigma^2_i$ over the fan-in
-    (every kernel axis but the last, $I$ entries), a trainable `gain` $g_i$
-    and the fixed activation constant $\\gamma$:
+    `keras_norms.WSConv3D` with timm's Scaled WS, as `ScaledWSConv2D`
+    computes it over the fan-in of every kernel axis but the last ($I$
+    entries):
 
-    $$\\hat W_{ij}=g_i\\,\\gamma\\,I^{-1/2}\\,
-      \\frac{W_{ij}-\\mu_i}{\\sqrt{\\sigma^2_i+\\epsilon}}$$
-
-    computed in float32 from the float32 master weights and cast to the
-    compute dtype.
+    $$\\hat W_{ij}=g_i\\,\\gamma\\,I^{-1/2}\\,\\frac{W_{ij}-\\mu_i}{\\sqrt{\\sigma^2_i+\\epsilon}}$$
 
     Args:
         gamma: float > 0, the activation constant folded into the kernel.

@@ -1,8 +1,9 @@
-"""Folding for export: weight-standardized layers and inference batch normalization.
+"""Folding for export: weight-standardized and weight-normalized layers, and inference batch normalization.
 
-`fold_weight_standardization`: WS is a deterministic reparameterization of
-the kernel, so a plain Keras layer holding the standardized kernel reproduces
-the WS layer's outputs; the folded model loads without keras_norms.
+`fold_weight_standardization`: WS and Weight Normalization are deterministic
+reparameterizations of the kernel, so a plain Keras layer holding the
+effective kernel reproduces the layer's outputs; the folded model loads
+without keras_norms.
 `fold_batch_normalization` merges each inference-mode batch normalization
 into the convolution or dense layer before it (peer: torch
 `fuse_conv_bn_eval`).
@@ -15,6 +16,7 @@ import numpy as np
 from keras import ops
 
 from keras_norms.layers import is_batch_normalization
+from keras_norms.layers.weight_normalization import WeightNormalization
 from keras_norms.layers.weight_standardization import WeightStandardizationMixin
 from keras_norms.models import clone as _clone
 
@@ -23,19 +25,26 @@ from keras_norms.models import clone as _clone
 _WS_ONLY = ("ws_epsilon", "gamma", "gain_initializer", "lora_rank", "lora_alpha")
 
 
+def _reparameterized(layer):
+    return isinstance(layer, (WeightStandardizationMixin, WeightNormalization))
+
+
 def _plain_copy(layer):
-    """An unbuilt Keras counterpart of the WS `layer` (same config and name)."""
+    """An unbuilt Keras counterpart of the WS `layer`, or the layer a `WeightNormalization` wraps (same name)."""
+    if isinstance(layer, WeightNormalization):
+        return type(layer.layer).from_config({**layer.layer.get_config(), "name": layer.name})
     config = {k: v for k, v in layer.get_config().items() if k not in _WS_ONLY}
     return layer._plain_layer.from_config(config)
 
 
 def _copy_weights(layer, clone):
-    """Copies `layer`'s weights into `clone`: for a WS layer, its standardized kernel and its bias."""
-    if isinstance(layer, WeightStandardizationMixin):
-        weights = [ops.convert_to_numpy(layer.standardized_kernel())]
-        if layer.bias is not None:
-            weights.append(ops.convert_to_numpy(layer.bias))
-        clone.set_weights(weights)
+    """Copies `layer`'s weights into `clone`: for a WS or WN layer, its effective kernel and its bias."""
+    if _reparameterized(layer):
+        if isinstance(layer, WeightNormalization):
+            kernel, bias = layer.normalized_kernel(), layer.layer.bias
+        else:
+            kernel, bias = layer.standardized_kernel(), layer.bias
+        clone.set_weights([ops.convert_to_numpy(w) for w in (kernel, bias) if w is not None])
     elif clone is not layer:
         clone.set_weights(layer.get_weights())
 
@@ -51,7 +60,10 @@ def fold_weight_standardization(model):
     $$\\hat W=\\frac{W-\\mu}{\\sqrt{\\sigma^2+\\epsilon}}\\quad\\text{or, for Scaled WS,}\\quad
       \\hat W=g\\,\\gamma\\,I^{-1/2}\\frac{W-\\mu}{\\sqrt{\\sigma^2+\\epsilon}},$$
 
-    computed once in float32; `bias` is copied. Every other layer is cloned
+    computed once in float32; `bias` is copied. Each `WeightNormalization`
+    becomes the layer it wraps (with the wrapper's name), whose `kernel` is
+    $w=g\\,v/\\lVert v\\rVert$ (one function for both: a model may mix WS
+    and WN layers, and a single clone folds them together). Every other layer is cloned
     from its config with its weights copied (the input model is left
     unchanged and shares no variable with the result). The result computes
     the same function to float32 round-off, costs nothing per call for the
@@ -88,17 +100,17 @@ def fold_weight_standardization(model):
     _clone.check_model(model, "fold_weight_standardization")
 
     def replace(layer):
-        if isinstance(layer, WeightStandardizationMixin):
+        if _reparameterized(layer):
             return _plain_copy(layer)
         return layer.__class__.from_config(layer.get_config())
 
     folded, pairs = _clone.clone(model, replace)
     for layer, clone in pairs:
         _copy_weights(layer, clone)
-    left = [layer.name for layer in folded._flatten_layers() if isinstance(layer, WeightStandardizationMixin)]
+    left = [layer.name for layer in folded._flatten_layers() if _reparameterized(layer)]
     if left:
         warnings.warn(
-            f"fold_weight_standardization: the WS layers {left} sit inside custom "
+            f"fold_weight_standardization: the WS and WN layers {left} sit inside custom "
             "layers that keras.models.clone_model cannot rebuild, and were not folded; "
             "the folded model still needs keras_norms to load.",
             stacklevel=2,

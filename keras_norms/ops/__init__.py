@@ -20,6 +20,8 @@ from keras_norms.ops.filter_response import tlu
 from keras_norms.ops.group import batch_group_moments
 from keras_norms.ops.group import batch_group_norm
 from keras_norms.ops.group import batch_group_norm_inference
+from keras_norms.ops.layer_normalization import layer_norm
+from keras_norms.ops.layer_normalization import rms_norm
 from keras_norms.ops.memorized import advance_memory_count
 from keras_norms.ops.memorized import memorized_batch_norm
 from keras_norms.ops.memorized import memorized_batch_norm_inference
@@ -37,6 +39,9 @@ from keras_norms.ops.norm_prop import norm_prop_relu
 from keras_norms.ops.proxy import proxy_moments
 from keras_norms.ops.proxy import proxy_norm
 from keras_norms.ops.proxy import quantile_grid
+from keras_norms.ops.weight_normalization import weight_norm
+from keras_norms.ops.weight_normalization import weight_norm_gain
+from keras_norms.ops.weight_normalization import weight_norm_init
 from keras_norms.ops.weight_standardization import scaled_standardize_weights
 from keras_norms.ops.weight_standardization import standardize_weights
 
@@ -64,6 +69,7 @@ __all__ = [
     "memorized_batch_norm",
     "memorized_batch_norm_inference",
     "memorized_moments",
+    "layer_norm",
     "l2_normalize_weights",
     "moments",
     "normalize",
@@ -72,7 +78,11 @@ __all__ = [
     "proxy_norm",
     "quantile_grid",
     "renorm_correction",
+    "rms_norm",
     "scaled_standardize_weights",
     "standardize_weights",
     "tlu",
+    "weight_norm",
+    "weight_norm_gain",
+    "weight_norm_init",
 ]

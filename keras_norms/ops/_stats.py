@@ -162,3 +162,34 @@ def mix_moments(own_mean, own_variance, mean, variance, alpha):
         alpha * own_variance + (1.0 - alpha) * variance + alpha * (1.0 - alpha) * ops.square(own_mean - mean)
     )
     return mixed_mean, ops.maximum(mixed_variance, 0.0)
+
+
+# ------------------------------------------------------------------- masks
+def broadcast_mask(mask, x):
+    """Keras BN's mask convention: rank `ndim - 1`, a trailing axis added (`None` stays `None`)."""
+    if mask is None:
+        return None
+    if len(mask.shape) != len(x.shape) - 1:
+        raise ValueError(
+            "keras_norms: the mask must have one dimension less than the "
+            f"inputs. Received mask.shape={tuple(mask.shape)}, "
+            f"inputs.shape={tuple(x.shape)}."
+        )
+    return ops.expand_dims(ops.cast(mask, "bool"), -1)
+
+
+def as_mask(mask):
+    """A mask given as an array made a tensor (sliced per device), `None` and symbolic ones as they are."""
+    if mask is None or isinstance(mask, KerasTensor):
+        return mask
+    return ops.convert_to_tensor(mask)
+
+
+def mask_weights(mask, x):
+    """The mask as 0/1 weights of `x`'s dtype, broadcast to `x`'s shape (Keras BN's convention)."""
+    return ops.broadcast_to(ops.cast(broadcast_mask(mask, x), x.dtype), ops.shape(x))
+
+
+def unmasked_count(x, mask, axis):
+    """The `(C,)` number of unmasked entries per channel, for pooling statistics across replicas."""
+    return ops.sum(mask_weights(mask, x), axis=reduction_axes(len(x.shape), axis))

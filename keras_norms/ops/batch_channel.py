@@ -115,7 +115,7 @@ def _channel_step(x_hat, gamma, beta, axis, epsilon, groups):
 
 
 def batch_channel_norm(
-    x, batch_gamma=None, batch_beta=None, gamma=None, beta=None, axis=-1, epsilon=1e-5, groups=32,
+    x, batch_gamma=None, batch_beta=None, gamma=None, beta=None, axis=-1, epsilon=1e-5, groups=32, mask=None,
     synchronized=False
 ):
     """Large-batch BCN in training mode: batch norm, then group norm.
@@ -129,6 +129,12 @@ def batch_channel_norm(
     and the final affine $\\gamma,\\beta$, per channel `(C,)` or per group
     `(G,)`. Gradients flow through every statistic.
 
+    A `mask` leaves masked entries out of the batch step's statistics
+    (`batch_norm`'s masked moments: they never reach the moving averages);
+    every entry is still normalized. The group step is per example and, like
+    `keras.layers.GroupNormalization`, takes no mask: its statistics cover
+    all of the example's entries, masked ones included.
+
     Args:
         x: tensor of rank >= 2.
         batch_gamma: optional `(C,)` scale of the batch step (`None`: 1).
@@ -138,6 +144,8 @@ def batch_channel_norm(
         axis: int, the channel axis (not 0).
         epsilon: float, used by both normalizations.
         groups: positive int $G$ dividing the channel count, or -1.
+        mask: optional boolean tensor of rank `ndim - 1` (Keras BN's
+            convention, see `batch_norm`), for the batch step.
         synchronized: bool, the batch step's statistics over the global
             batch across replicas (True) or this replica's batch (see
             `batch_norm`); the group step is per example either way.
@@ -147,11 +155,11 @@ def batch_channel_norm(
         (for the moving averages), in float32 or wider.
     """
     x, axis, groups = _stats.grouped_input(x, axis, groups, "keras_norms.ops.batch_channel_norm")
-    x_hat, mean, variance = batch_norm(x, batch_gamma, batch_beta, axis, epsilon, synchronized=synchronized)
+    x_hat, mean, variance = batch_norm(x, batch_gamma, batch_beta, axis, epsilon, mask, synchronized=synchronized)
     return _channel_step(x_hat, gamma, beta, axis, epsilon, groups), mean, variance
 
 
-def estimated_moments(x, moving_mean, moving_variance, axis=-1, momentum=0.99, synchronized=False):
+def estimated_moments(x, moving_mean, moving_variance, axis=-1, momentum=0.99, mask=None, synchronized=False):
     """EstBN's statistics update (as in the official code), behind a stop-gradient.
 
     With update rate $r = 1-\\rho$ ($\\rho$ = `momentum`, Keras convention)
@@ -168,7 +176,9 @@ def estimated_moments(x, moving_mean, moving_variance, axis=-1, momentum=0.99, s
     official code; it is computed in the right-hand form (the two-pass batch
     variance $\\sigma^2_{B,c}$ plus a square), which cannot cancel. Both
     results are wrapped in `stop_gradient`: no gradient flows into the
-    statistics.
+    statistics. With a `mask`, $m_c$ and $\\sigma^2_{B,c}$ (so $v_c$) are
+    taken over the unmasked entries only (`batch_norm`'s masked moments); a
+    channel with no unmasked entry gets $m_c=\\sigma^2_{B,c}=0$.
 
     Args:
         x: tensor of rank >= 2.
@@ -176,6 +186,8 @@ def estimated_moments(x, moving_mean, moving_variance, axis=-1, momentum=0.99, s
         moving_variance: `(C,)` old estimate $\\hat\\sigma^{2,old}$.
         axis: int, the channel axis.
         momentum: float $\\rho$ in [0, 1]; the update rate is $r=1-\\rho$.
+        mask: optional boolean tensor of rank `ndim - 1` (Keras BN's
+            convention, see `batch_norm`).
         synchronized: bool, $m_c$ and $\\sigma^2_{B,c}$ of the global batch
             across replicas (True) or of this replica's batch (see
             `batch_norm`; per-device estimates are averaged over the devices).
@@ -188,16 +200,19 @@ def estimated_moments(x, moving_mean, moving_variance, axis=-1, momentum=0.99, s
     x = ops.stop_gradient(_stats.upcast(x))
     ndim = len(x.shape)
     axis = _stats.canonical_axis(axis, ndim, owner)
+    mask = _stats.as_mask(mask)
     shards = _replicas.device_slices(x)
     if not synchronized and shards > 1:
         return _replicas.per_device(
-            lambda xs: estimated_moments(xs, moving_mean, moving_variance, axis, momentum),
+            lambda xs, ms: estimated_moments(xs, moving_mean, moving_variance, axis, momentum, ms),
             shards,
             x,
+            mask,
             batch_outputs=0,
         )
     moments = _replicas.moments if _replicas.synchronizes(synchronized) else _stats.moments
-    batch_mean, batch_variance = moments(x, _stats.reduction_axes(ndim, axis))
+    mask = _stats.broadcast_mask(mask, x)
+    batch_mean, batch_variance = moments(x, _stats.reduction_axes(ndim, axis), mask=mask)
     old_mean = ops.stop_gradient(_stats.like(moving_mean, x))
     old_variance = ops.stop_gradient(_stats.like(moving_variance, x))
     about_old_mean = batch_variance + ops.square(batch_mean - old_mean)
@@ -248,7 +263,7 @@ def batch_channel_norm_inference(
 
 def batch_channel_norm_estimate(
     x, moving_mean, moving_variance, batch_gamma=None, batch_beta=None, gamma=None, beta=None, axis=-1,
-    epsilon=1e-5, groups=32, momentum=0.99, synchronized=False
+    epsilon=1e-5, groups=32, momentum=0.99, mask=None, synchronized=False
 ):
     """Micro-batch BCN (EstBN) in training mode.
 
@@ -264,7 +279,10 @@ def batch_channel_norm_estimate(
 
     So training and inference compute the same function of $x$ up to the
     statistics update; with `momentum=1` ($r=0$) they are identical and the
-    estimates never move.
+    estimates never move. A `mask` only restricts the update to the
+    unmasked entries (`estimated_moments`); the normalization is the same
+    for every entry, and the group step takes no mask (see
+    `batch_channel_norm`).
 
     Args:
         x: tensor of rank >= 2.
@@ -278,6 +296,8 @@ def batch_channel_norm_estimate(
         epsilon: float, used by both normalizations.
         groups: positive int $G$ dividing the channel count, or -1.
         momentum: float $\\rho$ in [0, 1].
+        mask: optional boolean tensor of rank `ndim - 1` (Keras BN's
+            convention, see `batch_norm`), for the estimates' update.
         synchronized: bool, the estimates updated from the global batch
             across replicas (True) or from this replica's batch, each
             replica (device) then normalizing with its own (see
@@ -288,16 +308,19 @@ def batch_channel_norm_estimate(
         (stop-gradient), in float32 or wider.
     """
     x, axis, groups = _stats.grouped_input(x, axis, groups, "keras_norms.ops.batch_channel_norm_estimate")
+    mask = _stats.as_mask(mask)
     shards = _replicas.device_slices(x)
     if not synchronized and shards > 1:
         return _replicas.per_device(
-            lambda xs: batch_channel_norm_estimate(
-                xs, moving_mean, moving_variance, batch_gamma, batch_beta, gamma, beta, axis, epsilon, groups, momentum
+            lambda xs, ms: batch_channel_norm_estimate(
+                xs, moving_mean, moving_variance, batch_gamma, batch_beta, gamma, beta, axis, epsilon, groups, momentum,
+                ms
             ),
             shards,
             x,
+            mask,
         )
-    mean, variance = estimated_moments(x, moving_mean, moving_variance, axis, momentum, synchronized)
+    mean, variance = estimated_moments(x, moving_mean, moving_variance, axis, momentum, mask, synchronized)
     y = batch_channel_norm_inference(
         x, mean, variance, batch_gamma, batch_beta, gamma, beta, axis, epsilon, groups
     )

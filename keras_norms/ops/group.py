@@ -31,13 +31,14 @@ from keras_norms.ops import _stats
 from keras_norms.ops._dispatch import dispatch
 
 
-def _cells(x, axis, groups, examples_per_group):
+def _cells(x, axis, groups, examples_per_group, weights=None):
     """The `(K, E, ..., G, C_g, ...)` view of `x` and what comes with it.
 
     The batch axis becomes `(K, E)` (zero-padded with a validity mask when
     `E` does not divide the batch, or the batch size is unknown: see
     `_common.split_ghosts`) and the channel axis `(G, C_g)`. `E` is capped at the
-    batch size when that is static.
+    batch size when that is static. `weights` (a mask's 0/1 weights of `x`'s
+    shape) replace the validity mask, split like `x` (the padding gets 0).
 
     Returns:
         `(view, valid, counts, batch, channel_axis, reduce_axes)`: `valid` is
@@ -51,16 +52,22 @@ def _cells(x, axis, groups, examples_per_group):
     ghosts, valid, counts, batch = _common.split_ghosts(x, examples_per_group)
     g_axis = axis + 1  # the channel axis in the (K, E, ...) view
     view = ops.reshape(ghosts, _common.split_channels(ops.shape(ghosts), g_axis, groups))
-    if valid is not None:
+    if weights is not None:
+        weights = _common.split_ghosts(weights, examples_per_group)[0]
+        valid = ops.reshape(weights, ops.shape(view))
+    elif valid is not None:
         valid = ops.expand_dims(valid, -1)  # rank ndim + 2, like `view`
     reduce_axes = [i for i in range(ndim + 2) if i not in (0, g_axis)]
     return view, valid, counts, batch, g_axis, reduce_axes
 
 
-def _full_batch_moments(x, axis):
-    """Per-channel mean of `x` and of `x**2` over every axis but `axis`."""
+def _full_batch_moments(x, axis, weights=None):
+    """Per-channel mean of `x` and of `x**2` over every axis but `axis` (with 0/1 `weights`: the unmasked entries)."""
     axes = _stats.reduction_axes(len(x.shape), axis)
-    count = ops.cast(_common.count(x, axes), x.dtype)
+    if weights is None:
+        count = ops.cast(_common.count(x, axes), x.dtype)
+    else:  # x * w and (x * w)**2 leave masked entries out of both sums (w is 0 or 1)
+        x, count = x * weights, ops.maximum(ops.sum(weights, axis=axes), 1.0)
     mean = ops.sum(x, axis=axes) / count
     second_moment = ops.sum(ops.square(x), axis=axes) / count
     return mean, second_moment
@@ -101,22 +108,23 @@ def batch_group_moments(x, axis=-1, groups=32, examples_per_group=2):
     return mean, variance, counts
 
 
-def _batch_group_norm_reference(x, gamma, beta, axis, epsilon, groups, examples_per_group):
+def _batch_group_norm_reference(x, gamma, beta, axis, epsilon, groups, examples_per_group, mask=None):
     x = _stats.upcast(x)
-    view, valid, _, batch, g_axis, reduce_axes = _cells(x, axis, groups, examples_per_group)
+    weights = None if mask is None else _stats.mask_weights(mask, x)
+    view, valid, _, batch, g_axis, reduce_axes = _cells(x, axis, groups, examples_per_group, weights)
     mean, variance = _stats.moments(view, reduce_axes, keepdims=True, mask=valid)
     rank = len(view.shape)
     gamma, beta = (_common.group_vector(v, rank, g_axis, groups) for v in (gamma, beta))
     y = _common.normalize_folded(view, mean, variance, gamma, beta, epsilon)
     y = ops.reshape(y, [-1] + list(ops.shape(x)[1:]))
-    if valid is not None:
+    if valid is not None:  # the padding of a smaller last example group removed (a no-op for a mask alone)
         y = y[:batch]
-    batch_mean, batch_second_moment = _full_batch_moments(x, axis)
+    batch_mean, batch_second_moment = _full_batch_moments(x, axis, weights)
     return y, batch_mean, batch_second_moment
 
 
 def batch_group_norm(
-    x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32, examples_per_group=2, synchronized=False
+    x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32, examples_per_group=2, mask=None, synchronized=False
 ):
     """Batch-Group normalization in training mode.
 
@@ -138,6 +146,15 @@ def batch_group_norm(
     normalization. The batch need not be a multiple of $E$ (the last example
     group is smaller) and may be unknown while tracing.
 
+    With a `mask` $w$ (true for the entries that count), every cell's
+    statistics and the full-batch moments are taken over the unmasked
+    entries only ($w$-weighted sums over the number of unmasked entries), so
+    masked entries never reach the moving state. Masked entries are still
+    normalized with their cell's statistics, as Keras BN does. A cell with
+    no unmasked entry gets mean 0 and variance 0 (outputs
+    $\\gamma_c x/\\sqrt\\epsilon+\\beta_c$, finite); a channel with no
+    unmasked entry in the batch gets moments 0 and 0.
+
     Args:
         x: tensor of rank >= 2.
         gamma: optional `(C,)` scale (`None`: 1).
@@ -147,10 +164,13 @@ def batch_group_norm(
         groups: positive int $G$ dividing the channel count, or -1 for one
             channel per group.
         examples_per_group: positive int $E$, capped at the batch size.
+        mask: optional boolean tensor of rank `ndim - 1` (Keras BN's
+            convention: a trailing axis is added). No backend fast path then.
         synchronized: bool. An example group never spans replicas: each
             replica splits its own batch (and $E$ is capped at it). True:
             the full-batch moments are those of the global batch, the
-            replicas' moments averaged with weights $N_r/N$. Under a JAX
+            replicas' moments averaged with weights $N_r/N$ (with a mask,
+            each channel's unmasked entries). Under a JAX
             `keras.distribution` the example groups are taken within each
             device's slice either way.
 
@@ -165,12 +185,14 @@ def batch_group_norm(
     _common.check_positive_int(examples_per_group, "examples_per_group", owner)
     x, axis, groups = _stats.grouped_input(x, axis, groups, owner)
     gamma, beta = _stats.like(gamma, x), _stats.like(beta, x)
+    mask = _stats.as_mask(mask)
     shards = _replicas.device_slices(x)
     if shards > 1:  # example groups within each device's slice; the averaged moments are global
         return _replicas.per_device(
-            lambda xs: batch_group_norm(xs, gamma, beta, axis, epsilon, groups, examples_per_group),
+            lambda xs, ms: batch_group_norm(xs, gamma, beta, axis, epsilon, groups, examples_per_group, ms),
             shards,
             x,
+            mask,
         )
     # Kernels receive a non-negative axis and the resolved (positive) groups.
     y, mean, second_moment = dispatch(
@@ -183,10 +205,14 @@ def batch_group_norm(
         epsilon,
         groups,
         examples_per_group,
+        mask,
     )
     if _replicas.synchronizes(synchronized):
         # Only the moving-state moments are combined, so every kernel stays valid.
-        count = _common.count(x, _stats.reduction_axes(len(x.shape), axis))
+        if mask is None:
+            count = _common.count(x, _stats.reduction_axes(len(x.shape), axis))
+        else:
+            count = _stats.unmasked_count(x, mask, axis)
         mean, second_moment = _replicas.pooled([mean, second_moment], count)
     return y, mean, second_moment
 

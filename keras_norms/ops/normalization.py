@@ -10,7 +10,6 @@ Statistics are computed in float32 or wider (see `_stats`); results come back
 in that dtype and the caller casts them to its compute dtype.
 """
 
-from keras import KerasTensor
 from keras import ops
 
 from keras_norms.ops import _common
@@ -49,25 +48,12 @@ def normalize(x, mean, variance, gamma=None, beta=None, axis=-1, epsilon=1e-3):
     return _common.normalize_folded(x, mean, variance, gamma, beta, epsilon)
 
 
-def _broadcast_mask(mask, x):
-    """Keras BN's mask convention: rank `ndim - 1`, a trailing axis added."""
-    if mask is None:
-        return None
-    if len(mask.shape) != len(x.shape) - 1:
-        raise ValueError(
-            "keras_norms: the mask must have one dimension less than the "
-            f"inputs. Received mask.shape={tuple(mask.shape)}, "
-            f"inputs.shape={tuple(x.shape)}."
-        )
-    return ops.expand_dims(ops.cast(mask, "bool"), -1)
-
-
 def _batch_norm_reference(x, gamma, beta, axis=-1, epsilon=1e-3, mask=None, moments=_stats.moments):
     x = _stats.upcast(x)
     ndim = len(x.shape)
     axis = _stats.canonical_axis(axis, ndim, "keras_norms.ops.batch_norm")
     mean, variance = moments(
-        x, _stats.reduction_axes(ndim, axis), mask=_broadcast_mask(mask, x)
+        x, _stats.reduction_axes(ndim, axis), mask=_stats.broadcast_mask(mask, x)
     )
     y = normalize(x, mean, variance, gamma, beta, axis, epsilon)
     return y, mean, variance
@@ -106,8 +92,7 @@ def batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, mask=None, synch
     x = _stats.upcast(x)
     axis = _stats.canonical_axis(axis, len(x.shape), "keras_norms.ops.batch_norm")
     gamma, beta = _stats.like(gamma, x), _stats.like(beta, x)
-    if mask is not None and not isinstance(mask, KerasTensor):
-        mask = ops.convert_to_tensor(mask)
+    mask = _stats.as_mask(mask)
     shards = _replicas.device_slices(x)
     if not synchronized and shards > 1:
         return _replicas.per_device(
@@ -159,17 +144,25 @@ def ghost_moments(x, axis=-1, virtual_batch_size=1):
     )
 
 
-def _ghost_statistics(x, axis, virtual_batch_size):
+def _ghost_statistics(x, axis, virtual_batch_size, mask=None):
     """Splits `x` into ghosts and takes each ghost's per-channel moments.
+
+    With a `mask` the moments are weighted by it, and `counts` holds each
+    ghost's number of unmasked entries per channel, shaped like `mean`; a
+    ghost without one gets mean 0, variance 0 (`_stats.moments`) and count 0.
 
     Returns:
         `(ghosts, mean, variance, valid, counts, batch)`, with `mean` and
         `variance` shaped to broadcast over the `(K, B', ...)` ghosts.
     """
     ghosts, valid, counts, batch = _common.split_ghosts(x, virtual_batch_size)
-    mean, variance = _stats.moments(
-        ghosts, _ghost_axes(len(x.shape), axis), keepdims=True, mask=valid
-    )
+    axes = _ghost_axes(len(x.shape), axis)
+    weights = valid
+    if mask is not None:
+        # Split like `x`: the zero padding of an uneven batch is weight 0 too.
+        weights = _common.split_ghosts(_stats.mask_weights(mask, x), virtual_batch_size)[0]
+        counts = ops.sum(weights, axis=axes, keepdims=True)
+    mean, variance = _stats.moments(ghosts, axes, keepdims=True, mask=weights)
     return ghosts, mean, variance, valid, counts, batch
 
 
@@ -180,15 +173,20 @@ def _merge_ghosts(y, x, valid, batch):
 
 
 def _pooled_ghost_statistics(mean, variance, counts, channels):
-    """Ghost means and variances averaged with weights `n_k / N`, as `(C,)`."""
-    weights = ops.expand_dims(counts / ops.sum(counts), -1)
+    """Ghost means and variances averaged with weights `n_k / N`, as `(C,)`.
+
+    `counts` is `(K,)`, or per ghost and channel with a mask (then a ghost
+    with no unmasked entry has weight 0, and a fully masked batch gives 0).
+    """
+    counts = ops.reshape(counts, (-1, 1 if len(counts.shape) == 1 else channels))
+    weights = counts / ops.maximum(ops.sum(counts, axis=0), 1.0)
     pooled_mean = ops.sum(weights * ops.reshape(mean, (-1, channels)), axis=0)
     pooled_variance = ops.sum(weights * ops.reshape(variance, (-1, channels)), axis=0)
     return pooled_mean, pooled_variance
 
 
 def ghost_batch_norm(
-    x, gamma=None, beta=None, axis=-1, epsilon=1e-3, virtual_batch_size=1, synchronized=False
+    x, gamma=None, beta=None, axis=-1, epsilon=1e-3, virtual_batch_size=1, mask=None, synchronized=False
 ):
     """Ghost batch normalization (training mode).
 
@@ -199,6 +197,17 @@ def ghost_batch_norm(
     ghost variances averaged with weights $n_k/N$ (the tf-keras convention,
     one update per step; for equal ghosts the plain mean).
 
+    With a `mask` $w$ (true for the entries that count), each ghost's
+    statistics are the $w$-weighted mean and biased variance over its
+    unmasked entries, and the pooling weights become $n_{k,c}/\\sum_j n_{j,c}$
+    with $n_{k,c}$ the ghost's unmasked entries of channel $c$: masked
+    entries never reach the moving statistics. Masked entries are still
+    normalized with their ghost's statistics, as Keras BN does. A ghost with
+    no unmasked entry has mean 0 and variance 0 (its outputs are
+    $\\gamma_c x/\\sqrt\\epsilon+\\beta_c$, finite) and weight 0 in the
+    pooling; a fully masked batch gives pooled statistics 0 and 0, as
+    `batch_norm` does.
+
     Args:
         x: tensor of rank >= 2.
         gamma: optional `(C,)` scale (`None`: 1).
@@ -206,11 +215,14 @@ def ghost_batch_norm(
         axis: int, the channel axis (not 0).
         epsilon: float.
         virtual_batch_size: positive int $B'$; $B' \\ge N$ is plain BN.
+        mask: optional boolean tensor of rank `ndim - 1` (Keras BN's
+            convention, see `batch_norm`). No backend fast path then.
         synchronized: bool. A ghost batch never spans replicas: each
             replica splits its own batch into ghosts. True: the pooled
             statistics are averaged over the replicas with weights $N_r/N$
-            (the global pooled statistics). Under a JAX `keras.distribution`
-            the ghosts are taken within each device's slice either way.
+            (with a mask, each channel's unmasked entries), the global
+            pooled statistics. Under a JAX `keras.distribution` the ghosts
+            are taken within each device's slice either way.
 
     Returns:
         `(y, mean, variance)` with `(C,)` statistics, in float32 or wider.
@@ -220,35 +232,41 @@ def ghost_batch_norm(
     x = _stats.upcast(x)
     ndim = len(x.shape)
     axis = _stats.canonical_axis(axis, ndim, owner)
+    mask = _stats.as_mask(mask)
     shards = _replicas.device_slices(x)
     if shards > 1:  # ghosts within each device's slice; the averaged statistics are global
         return _replicas.per_device(
-            lambda xs: ghost_batch_norm(xs, gamma, beta, axis, epsilon, virtual_batch_size), shards, x
+            lambda xs, ms: ghost_batch_norm(xs, gamma, beta, axis, epsilon, virtual_batch_size, ms), shards, x, mask
         )
     if _replicas.synchronizes(synchronized):
-        y, mean, variance = ghost_batch_norm(x, gamma, beta, axis, epsilon, virtual_batch_size)
-        return (y,) + tuple(_replicas.pooled([mean, variance], ops.shape(x)[0]))
+        y, mean, variance = ghost_batch_norm(x, gamma, beta, axis, epsilon, virtual_batch_size, mask)
+        return (y,) + tuple(_replicas.pooled([mean, variance], _replica_count(x, mask, axis)))
     if x.shape[0] is not None and x.shape[0] <= virtual_batch_size:
-        return batch_norm(x, gamma, beta, axis, epsilon)
+        return batch_norm(x, gamma, beta, axis, epsilon, mask)
     gamma, beta = _stats.like(gamma, x), _stats.like(beta, x)
     return dispatch(
-        "ghost_batch_norm", _ghost_batch_norm_reference, x, gamma, beta, axis, epsilon, virtual_batch_size
+        "ghost_batch_norm", _ghost_batch_norm_reference, x, gamma, beta, axis, epsilon, virtual_batch_size, mask
     )
 
 
-def _ghost_batch_norm_reference(x, gamma, beta, axis, epsilon, virtual_batch_size):
+def _replica_count(x, mask, axis):
+    """This replica's weight when pooling ghost statistics: its examples, or its unmasked entries per channel."""
+    return ops.shape(x)[0] if mask is None else _stats.unmasked_count(x, mask, axis)
+
+
+def _ghost_batch_norm_reference(x, gamma, beta, axis, epsilon, virtual_batch_size, mask=None):
     return _normalize_ghosts(x, axis, epsilon, virtual_batch_size, lambda mean, variance, vector: (
-        vector(gamma), vector(beta)))
+        vector(gamma), vector(beta)), mask)
 
 
-def _normalize_ghosts(x, axis, epsilon, virtual_batch_size, affine):
+def _normalize_ghosts(x, axis, epsilon, virtual_batch_size, affine, mask=None):
     """Each ghost normalized with its own moments; `(y, pooled mean, pooled variance)`.
 
     `affine(mean, variance, vector)` gives the `(scale, shift)` of the
     ghosts' statistics, `vector` shaping a `(C,)` one for the ghost view.
     """
     ndim = len(x.shape)
-    ghosts, mean, variance, valid, counts, batch = _ghost_statistics(x, axis, virtual_batch_size)
+    ghosts, mean, variance, valid, counts, batch = _ghost_statistics(x, axis, virtual_batch_size, mask)
     scale, shift = affine(mean, variance, lambda v: _common.channel_vector(v, ndim + 1, axis + 1))
     y = _merge_ghosts(_common.normalize_folded(ghosts, mean, variance, scale, shift, epsilon), x, valid, batch)
     return (y,) + _pooled_ghost_statistics(mean, variance, counts, x.shape[axis])
@@ -256,7 +274,7 @@ def _normalize_ghosts(x, axis, epsilon, virtual_batch_size, affine):
 
 def ghost_batch_renorm(
     x, gamma, beta, renorm_mean, renorm_stddev, axis=-1, epsilon=1e-3, renorm_clipping=None, virtual_batch_size=1,
-    synchronized=False
+    mask=None, synchronized=False
 ):
     """Batch Renormalization per ghost batch (training mode).
 
@@ -268,7 +286,10 @@ def ghost_batch_renorm(
     $$y=\\gamma_c\\Big(\\frac{x-\\mu_{k,c}}{\\sqrt{\\sigma^2_{k,c}+\\epsilon}}\\,r_{k,c}+d_{k,c}\\Big)+\\beta_c .$$
 
     The statistics returned for the moving averages are pooled as in
-    `ghost_batch_norm` (weights $n_k/N$).
+    `ghost_batch_norm` (weights $n_k/N$). A `mask` weights each ghost's
+    statistics, and so its $r_k, d_k$, and the pooling, as in
+    `ghost_batch_norm`; a ghost with no unmasked entry gets mean 0 and
+    variance 0, hence finite (clipped) corrections, and weight 0.
 
     Args:
         x: tensor of rank >= 2, batch on axis 0 (split into ghosts).
@@ -280,6 +301,8 @@ def ghost_batch_renorm(
         epsilon: float.
         renorm_clipping: optional dict with keys among `rmin`, `rmax`, `dmax`.
         virtual_batch_size: positive int $B'$; $B' \\ge N$ is plain renorm.
+        mask: optional boolean mask of rank `ndim - 1` (see
+            `ghost_batch_norm`).
         synchronized: bool, the pooled statistics averaged over the
             replicas (see `ghost_batch_norm`).
 
@@ -291,22 +314,23 @@ def ghost_batch_renorm(
     x = _stats.upcast(x)
     ndim = len(x.shape)
     axis = _stats.canonical_axis(axis, ndim, owner)
+    mask = _stats.as_mask(mask)
     args = (gamma, beta, renorm_mean, renorm_stddev, axis, epsilon, renorm_clipping, virtual_batch_size)
     shards = _replicas.device_slices(x)
     if shards > 1:  # ghosts within each device's slice; the averaged statistics are global
-        return _replicas.per_device(lambda xs: ghost_batch_renorm(xs, *args), shards, x)
+        return _replicas.per_device(lambda xs, ms: ghost_batch_renorm(xs, *args, ms), shards, x, mask)
     if _replicas.synchronizes(synchronized):
-        y, mean, variance = ghost_batch_renorm(x, *args)
-        return (y,) + tuple(_replicas.pooled([mean, variance], ops.shape(x)[0]))
+        y, mean, variance = ghost_batch_renorm(x, *args, mask)
+        return (y,) + tuple(_replicas.pooled([mean, variance], _replica_count(x, mask, axis)))
     if x.shape[0] is not None and x.shape[0] <= virtual_batch_size:
-        return batch_renorm(x, gamma, beta, renorm_mean, renorm_stddev, axis, epsilon, renorm_clipping)
+        return batch_renorm(x, gamma, beta, renorm_mean, renorm_stddev, axis, epsilon, renorm_clipping, mask)
     gamma, beta, renorm_mean, renorm_stddev = (_stats.like(v, x) for v in (gamma, beta, renorm_mean, renorm_stddev))
 
     def affine(mean, variance, vector):
         r, d = renorm_correction(mean, variance, vector(renorm_mean), vector(renorm_stddev), epsilon, renorm_clipping)
         return _renorm_affine(r, d, vector(gamma), vector(beta))
 
-    return _normalize_ghosts(x, axis, epsilon, virtual_batch_size, affine)
+    return _normalize_ghosts(x, axis, epsilon, virtual_batch_size, affine, mask)
 
 
 def _renorm_affine(r, d, gamma, beta):
@@ -464,7 +488,7 @@ def batch_renorm(
         )
     moments = _replicas.moments if _replicas.synchronizes(synchronized) else _stats.moments
     mean, variance = moments(
-        x, _stats.reduction_axes(ndim, axis), mask=_broadcast_mask(mask, x)
+        x, _stats.reduction_axes(ndim, axis), mask=_stats.broadcast_mask(mask, x)
     )
     r, d = renorm_correction(mean, variance, renorm_mean, renorm_stddev, epsilon, renorm_clipping)
     scale, shift = _renorm_affine(r, d, gamma, beta)

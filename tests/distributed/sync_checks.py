@@ -214,6 +214,16 @@ def _compare(label, got, expected, linear_state=True, average_state=False):
     print(f"CHECKED {label}", flush=True)
 
 
+def _check_averaged(label, before, after):
+    """After `average_moving_statistics`, every replica's state is the replicas' mean from before it."""
+    assert any(not np.array_equal(before[0][k], before[1][k]) for k in before[0]), f"{label}: no drift to average"
+    for replica, state in enumerate(after):
+        for name in before[0]:
+            mean = np.mean([b[name] for b in before], axis=0)
+            np.testing.assert_allclose(state[name], mean, err_msg=f"{label}: {name} of replica {replica}", **TOL)
+    print(f"CHECKED {label}", flush=True)
+
+
 def _configurations(specs):
     """`(synchronized, sizes, names)`: every layer both ways, then unequal batches where meaningful."""
     even = (SHAPE[0] // REPLICAS,) * REPLICAS
@@ -292,6 +302,13 @@ def run_tensorflow():
         for name in names:
             _compare(f"{name} synchronized={synchronized} batches={sizes}", got[name], expected[name])
     _tf_keras_peer(strategy, x, upstream)
+    with strategy.scope():
+        layers = _layers(specs, list(specs), False, values)
+    got = _tf_run(strategy, layers, x, upstream, (SHAPE[0] // REPLICAS,) * REPLICAS)  # replicas drift apart
+    for name, layer in layers.items():
+        assert keras_norms.average_moving_statistics(layer) == REPLICAS
+        after = [{v.name: v.value.values[r].numpy() for v in layer.non_trainable_weights} for r in range(REPLICAS)]
+        _check_averaged(f"average_moving_statistics {name}", got[name][3], after)
 
 
 def _tf_keras_peer(strategy, x, upstream):
@@ -376,6 +393,12 @@ def run_jax():
                 average_state=not synchronized,
             )
     _jax_shard_map(jax, x, upstream)
+    with distribution.scope():
+        layer = keras_norms.BatchNormalization()
+        layer.build(SHAPE)
+    # One global array per variable: nothing to average (its update already averages the devices' slices).
+    assert keras_norms.average_moving_statistics(layer) == 1
+    print("CHECKED average_moving_statistics: one global array per variable on JAX", flush=True)
 
 
 def _jax_shard_map(jax, x, upstream):
@@ -458,6 +481,25 @@ def run_torch():
                     )
                     _compare(f"{name} synchronized={synchronized} batches={sizes}", got, expected[name])
             dist.barrier()
+        part = _slices((SHAPE[0] // REPLICAS,) * REPLICAS)[rank]
+        for name, layer in _layers(specs, list(specs), False, values).items():
+            layer(torch.tensor(x[part]), training=True)  # each process's state from its own slice
+            before = _state(layer)
+            assert keras_norms.average_moving_statistics(layer) == REPLICAS
+            states = [None] * world
+            dist.all_gather_object(states, (before, _state(layer)))
+            if rank == 0:
+                _check_averaged(f"average_moving_statistics {name}", [s[0] for s in states], [s[1] for s in states])
+        # Each process reads its own part of the data (unequal parts, unequal batches): the statistics set on
+        # every process are the moments of all of it.
+        inputs = keras.Input(SHAPE[1:])
+        model = keras.Model(inputs, keras_norms.BatchNormalization()(inputs))
+        keras_norms.recompute_batch_statistics(model, x[_slices(UNEQUAL)[rank]], batch_size=2, verbose=0)
+        whole = x.astype(np.float64)
+        for name, value in (("moving_mean", whole.mean((0, 1))), ("moving_variance", whole.var((0, 1)))):
+            np.testing.assert_allclose(_state(model.layers[-1])[name], value, err_msg=f"rank {rank}: {name}", **TOL)
+        if rank == 0:
+            print("CHECKED recompute_batch_statistics over two processes", flush=True)
         if rank == 0:
             print("SYNC-CHECKS-PASSED", flush=True)
         run_example()  # every rank: the example's DDP step runs in this gloo group

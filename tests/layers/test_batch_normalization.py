@@ -147,18 +147,6 @@ def test_trailing_dense_ghost_of_one_outputs_beta():
     np.testing.assert_array_equal(y[4], np.ones(3, "float32"))
 
 
-def test_mask_with_ghost_batches_is_not_implemented():
-    layer = keras_norms.GhostBatchNormalization(virtual_batch_size=2)
-    x = data((4, 3, 2))
-    layer.build(x.shape)
-    before = [to_numpy(w) for w in layer.weights]
-    with pytest.raises(NotImplementedError, match="mask together with virtual_batch_size"):
-        layer(x, training=True, mask=np.ones((4, 3), bool))
-    for w, old in zip(layer.weights, before):
-        np.testing.assert_array_equal(to_numpy(w), old)
-    layer(x, training=False, mask=np.ones((4, 3), bool))  # inference ignores masks, as Keras does
-
-
 @pytest.mark.parametrize("alpha", [0.0, 0.1, 0.5, 0.9])
 @pytest.mark.parametrize("shape", [(6, 4, 4, 3), (6, 5)])
 def test_example_weighing_inference(alpha, shape):

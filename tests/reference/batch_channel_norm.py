@@ -82,11 +82,26 @@ def _batch_step(x, mean, variance, gamma_b, beta_b, axis, epsilon):
     return np.moveaxis(y, -1, axis)
 
 
-def _batch_moments(x, axis):
-    xl, _ = _channels_last(x, axis)
-    flat = xl.reshape(-1, xl.shape[-1])
-    mean = flat.mean(axis=0)
-    return mean, ((flat - mean) ** 2).mean(axis=0)
+def _flat_weights(x, axis, mask):
+    """``x`` as (entries, C) with the (entries, C) weights of ``mask`` (Keras BN's convention: rank ``ndim - 1``,
+    a trailing axis appended, nonzero = included), ones without one."""
+    xl, axis = _channels_last(x, axis)
+    w = np.ones(xl.shape)
+    if mask is not None:
+        w = np.moveaxis(np.broadcast_to(np.asarray(mask)[..., None].astype(bool), np.shape(x)), axis, -1) * w
+    return xl.reshape(-1, xl.shape[-1]), w.reshape(-1, xl.shape[-1])
+
+
+def _weighted_mean(v, w):
+    """Mean of ``v`` over the entries with weight 1, per channel; 0 for a channel with none."""
+    count = w.sum(axis=0)
+    return (w * v).sum(axis=0) / np.where(count > 0, count, 1.0)
+
+
+def _batch_moments(x, axis, mask=None):
+    flat, w = _flat_weights(x, axis, mask)
+    mean = _weighted_mean(flat, w)
+    return mean, _weighted_mean((flat - mean) ** 2, w)
 
 
 def batch_channel_norm_inference(x, mean, variance, batch_gamma, batch_beta, gamma, beta, axis=-1, epsilon=1e-5,
@@ -96,29 +111,38 @@ def batch_channel_norm_inference(x, mean, variance, batch_gamma, batch_beta, gam
     return group_norm(x_hat, gamma, beta, axis, epsilon, groups)
 
 
-def batch_channel_norm_train(x, batch_gamma, batch_beta, gamma, beta, axis=-1, epsilon=1e-5, groups=32):
-    """Large-batch BCN (§8.2): returns ``(y, batch_mean, batch_variance)`` (biased variance)."""
-    mean, variance = _batch_moments(x, axis)
+def batch_channel_norm_train(x, batch_gamma, batch_beta, gamma, beta, axis=-1, epsilon=1e-5, groups=32, mask=None):
+    """Large-batch BCN (§8.2): returns ``(y, batch_mean, batch_variance)`` (biased variance).
+
+    ``mask``: the batch moments over the unmasked entries only (0 and 0 for a channel with none); the group step
+    is per example over all its entries (no mask), and every entry is normalized.
+    """
+    mean, variance = _batch_moments(x, axis, mask)
     y = batch_channel_norm_inference(x, mean, variance, batch_gamma, batch_beta, gamma, beta, axis, epsilon, groups)
     return y, mean, variance
 
 
-def estimate_update(x, moving_mean, moving_variance, axis=-1, momentum=0.99):
-    """EstBN's update (§8.3): the new (mu, var), the variance taken about the old mean, literally."""
-    xl, _ = _channels_last(x, axis)
-    flat = xl.reshape(-1, xl.shape[-1])
+def estimate_update(x, moving_mean, moving_variance, axis=-1, momentum=0.99, mask=None):
+    """EstBN's update (§8.3): the new (mu, var), the variance taken about the old mean, literally.
+
+    ``mask``: m and v are means over the unmasked entries only (0 for a channel with none).
+    """
+    flat, w = _flat_weights(x, axis, mask)
     r = 1.0 - momentum
     old_mean, old_variance = _f64(moving_mean), _f64(moving_variance)
-    m = flat.mean(axis=0)
-    v = ((flat - old_mean) ** 2).mean(axis=0)
+    m = _weighted_mean(flat, w)
+    v = _weighted_mean((flat - old_mean) ** 2, w)
     return (1.0 - r) * old_mean + r * m, (1.0 - r) * old_variance + r * v
 
 
 def batch_channel_norm_estimate_train(x, moving_mean, moving_variance, batch_gamma, batch_beta, gamma, beta,
-                                      axis=-1, epsilon=1e-5, groups=32, momentum=0.99, frozen_input=None):
-    """Micro-batch BCN (§8.3): ``(y, new_mean, new_variance)``; the estimates come from ``frozen_input`` if given."""
+                                      axis=-1, epsilon=1e-5, groups=32, momentum=0.99, frozen_input=None, mask=None):
+    """Micro-batch BCN (§8.3): ``(y, new_mean, new_variance)``; the estimates come from ``frozen_input`` if given.
+
+    ``mask``: the update over the unmasked entries only (``estimate_update``).
+    """
     source = x if frozen_input is None else frozen_input
-    mean, variance = estimate_update(source, moving_mean, moving_variance, axis, momentum)
+    mean, variance = estimate_update(source, moving_mean, moving_variance, axis, momentum, mask)
     y = batch_channel_norm_inference(x, mean, variance, batch_gamma, batch_beta, gamma, beta, axis, epsilon, groups)
     return y, mean, variance
 
@@ -134,6 +158,7 @@ def batch_channel_norm_oracle(
     momentum=0.99,
     epsilon=1e-5,
     frozen_input=None,
+    mask=None,
     **_,
 ):
     """The registry adapter (``tests/cases.py``): ``(y, new_state)`` for one call of the layer.
@@ -149,10 +174,10 @@ def batch_channel_norm_oracle(
         return batch_channel_norm_inference(x, *state, *affines, axis, epsilon, groups), {}
     if mode == "estimate":
         y, mean, variance = batch_channel_norm_estimate_train(
-            x, *state, *affines, axis, epsilon, groups, momentum, frozen_input
+            x, *state, *affines, axis, epsilon, groups, momentum, frozen_input, mask
         )
         return y, {"moving_mean": mean, "moving_variance": variance}
-    y, mean, variance = batch_channel_norm_train(x, *affines, axis, epsilon, groups)
+    y, mean, variance = batch_channel_norm_train(x, *affines, axis, epsilon, groups, mask)
     return y, {
         "moving_mean": momentum * _f64(state[0]) + (1.0 - momentum) * mean,
         "moving_variance": momentum * _f64(state[1]) + (1.0 - momentum) * variance,

@@ -63,13 +63,24 @@ def _vectors(gamma, beta, channels):
     return gamma, beta
 
 
-def batch_group_norm_train(x, gamma, beta, axis=-1, epsilon=1e-3, groups=32, examples_per_group=2):
+def _weighted_moments(x, w, axis=None):
+    """Mean of ``x`` and of ``x**2`` over the entries with weight 1 (0 and 0 where there is none)."""
+    count = w.sum(axis=axis)
+    safe = np.where(count > 0, count, 1.0)
+    return (w * x).sum(axis=axis) / safe, (w * x**2).sum(axis=axis) / safe
+
+
+def batch_group_norm_train(x, gamma, beta, axis=-1, epsilon=1e-3, groups=32, examples_per_group=2, mask=None):
     """Training step (§2 training, §6.1): returns ``(y, mean, second_moment)``.
 
     ``mean`` and ``second_moment`` are the (C,) full-batch averages of s1 and s2, which feed the moving state.
     Cell statistics use the official formulas: mu = mean s1, sigma^2 = mean s2 - mu^2 over the cell's examples
     and channels (every example in a cell has the same number S of spatial positions, so this is the biased
     variance over E * C_g * S elements).
+
+    ``mask`` (Keras BN's convention: rank ``ndim - 1``, a trailing axis appended, nonzero = included): the same
+    raw-moment formulas over the unmasked entries only, for every cell and for the full-batch moments; a cell
+    (or a channel) with no unmasked entry gets mu = sigma^2 = 0 (moments 0 and 0). Every entry is normalized.
     """
     xl, axis = _channels_last(x, axis)
     n, c = xl.shape[0], xl.shape[-1]
@@ -77,19 +88,24 @@ def batch_group_norm_train(x, gamma, beta, axis=-1, epsilon=1e-3, groups=32, exa
     cg = c // g_count
     e = max(1, min(int(examples_per_group), n))
     gamma, beta = _vectors(gamma, beta, c)
-    s1, s2 = _spatial_moments(xl)
+    if mask is None:
+        w = np.ones(xl.shape)
+    else:  # broadcast in the input's own layout, then moved like x
+        w = np.moveaxis(np.broadcast_to(np.asarray(mask)[..., None].astype(bool), np.shape(x)), axis, -1)
+        w = w.astype(np.float64)
     y = np.empty_like(xl)
     for start in range(0, n, e):
         examples = slice(start, min(start + e, n))
         for g in range(g_count):
             channels = slice(g * cg, (g + 1) * cg)
-            mu = s1[examples, channels].mean()
-            var = s2[examples, channels].mean() - mu**2
             cell = xl[examples, ..., channels]
+            mu, second = _weighted_moments(cell, w[examples, ..., channels])
+            var = second - mu**2
             y[examples, ..., channels] = (
                 gamma[channels] * (cell - mu) / np.sqrt(var + epsilon) + beta[channels]
             )
-    return np.moveaxis(y, -1, axis), s1.mean(axis=0), s2.mean(axis=0)
+    mean, second_moment = _weighted_moments(xl.reshape(-1, c), w.reshape(-1, c), axis=0)
+    return np.moveaxis(y, -1, axis), mean, second_moment
 
 
 def batch_group_norm_inference(x, moving_mean, moving_second_moment, gamma, beta, axis=-1, epsilon=1e-3,
@@ -128,6 +144,7 @@ def batch_group_norm_oracle(
     examples_per_group=2,
     inference_example_weight=0.0,
     frozen_input=None,
+    mask=None,
     **_,
 ):
     """The registry adapter (``tests/cases.py``): ``(y, new_state)`` for one call of the layer.
@@ -153,7 +170,7 @@ def batch_group_norm_oracle(
             inference_example_weight,
         )
         return y, {}
-    y, mean, second_moment = batch_group_norm_train(x, gamma, beta, axis, epsilon, groups, examples_per_group)
+    y, mean, second_moment = batch_group_norm_train(x, gamma, beta, axis, epsilon, groups, examples_per_group, mask)
     return y, {
         "moving_mean": _f64(weights["moving_mean"]) * momentum + mean * (1.0 - momentum),
         "moving_second_moment": _f64(weights["moving_second_moment"]) * momentum + second_moment * (1.0 - momentum),

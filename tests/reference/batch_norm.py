@@ -98,13 +98,25 @@ def batch_norm_train(x, gamma, beta, axis=-1, epsilon=1e-3, mask=None):
     return _normalize(x, mean, var, gamma, beta, axis, epsilon), mean, var
 
 
-def ghost_batch_norm_train(x, gamma, beta, axis=-1, epsilon=1e-3, virtual_batch_size=None):
+def _entry_counts(x, axis, mask=None):
+    """(C,) number of entries per channel that count: all of them, or the unmasked ones (Keras mask convention)."""
+    red = tuple(i for i in range(x.ndim) if i != axis)
+    w = np.ones(x.shape) if mask is None else np.broadcast_to(np.asarray(mask)[..., None].astype(bool), x.shape)
+    return w.sum(axis=red).astype(np.float64)
+
+
+def ghost_batch_norm_train(x, gamma, beta, axis=-1, epsilon=1e-3, virtual_batch_size=None, mask=None):
     """Ghost BN in training (§3.2, §3.5): returns ``(y, mean, variance)``.
 
     Ghost k is the consecutive slice ``x[k*B':(k+1)*B']``; the last one is smaller when N is not a multiple of
     B'. Each ghost is normalized with its own biased statistics. The returned (C,) mean and variance, which feed
     the single moving-average update per step, are the ghost statistics averaged with weights ``n_k / N``
     (decision box of §3; for equal ghosts this is the plain mean over ghosts).
+
+    ``mask`` (Keras convention, see ``_moments``): each ghost's statistics are its masked moments (0 and 0 for a
+    ghost with no unmasked entry), and the pooling weights are each ghost's share of the unmasked entries of the
+    channel, ``n_kc / sum_j n_jc`` (without a mask the entries per channel are ``n_k * S``, the same weights).
+    A channel with no unmasked entry in the whole batch pools to 0 and 0.
     """
     x = _f64(x)
     axis = _channel_axis(x, axis)
@@ -118,12 +130,15 @@ def ghost_batch_norm_train(x, gamma, beta, axis=-1, epsilon=1e-3, virtual_batch_
     ys = []
     mean = np.zeros(x.shape[axis])
     var = np.zeros(x.shape[axis])
+    total = _entry_counts(x, axis, mask)
     for start in range(0, n, bv):
         ghost = x[start:start + bv]
-        y_k, mean_k, var_k = batch_norm_train(ghost, gamma, beta, axis, epsilon)
+        ghost_mask = None if mask is None else np.asarray(mask)[start:start + bv]
+        y_k, mean_k, var_k = batch_norm_train(ghost, gamma, beta, axis, epsilon, ghost_mask)
         ys.append(y_k)
-        mean += mean_k * (ghost.shape[0] / n)
-        var += var_k * (ghost.shape[0] / n)
+        share = np.divide(_entry_counts(ghost, axis, ghost_mask), total, out=np.zeros_like(total), where=total > 0)
+        mean += mean_k * share
+        var += var_k * share
     return np.concatenate(ys, axis=0), mean, var
 
 
@@ -170,7 +185,7 @@ def initial_renorm_state(moving_mean, moving_variance):
 
 
 def batch_renorm_train(x, gamma, beta, state, axis=-1, epsilon=1e-3, momentum=0.99, renorm_momentum=0.99,
-                       renorm_clipping=None, frozen_input=None):
+                       renorm_clipping=None, frozen_input=None, mask=None):
     """One training step of Batch Renormalization, Keras >= 3.14 semantics (§14.1, §14.4).
 
     ``state`` holds (C,) arrays ``moving_mean, moving_variance, moving_stddev, renorm_mean, renorm_stddev``.
@@ -185,6 +200,7 @@ def batch_renorm_train(x, gamma, beta, state, axis=-1, epsilon=1e-3, momentum=0.
       *new* moving_stddev (the old moving_variance is not read).
     * ``frozen_input``: r and d are stop-gradiented, so for finite differences they must not move with ``x``;
       when given, r and d are computed from the batch statistics of ``frozen_input`` instead of ``x``.
+    * ``mask`` (Keras convention): the batch statistics, and so r, d and the updates, are the masked moments.
     """
     x = _f64(x)
     axis = _channel_axis(x, axis)
@@ -194,10 +210,10 @@ def batch_renorm_train(x, gamma, beta, state, axis=-1, epsilon=1e-3, momentum=0.
         raise ValueError(f"unknown renorm_clipping keys: {sorted(unknown)}")
     old = {k: _f64(state[k]) for k in _RENORM_KEYS}
 
-    mean, var = _moments(x, axis)
+    mean, var = _moments(x, axis, mask)
     stddev = np.sqrt(var + epsilon)
     s = np.maximum(old["renorm_stddev"], np.sqrt(epsilon))  # avoids dividing by ~0 early in training
-    corr_mean, corr_var = (mean, var) if frozen_input is None else _moments(_f64(frozen_input), axis)
+    corr_mean, corr_var = (mean, var) if frozen_input is None else _moments(_f64(frozen_input), axis, mask)
     r = np.sqrt(corr_var + epsilon) / s
     d = (corr_mean - old["renorm_mean"]) / s
     if clip.get("rmin") is not None:
@@ -224,13 +240,13 @@ def batch_renorm_train(x, gamma, beta, state, axis=-1, epsilon=1e-3, momentum=0.
 
 
 def ghost_batch_renorm_train(x, gamma, beta, state, axis=-1, epsilon=1e-3, momentum=0.99, renorm_momentum=0.99,
-                             renorm_clipping=None, virtual_batch_size=None, frozen_input=None):
+                             renorm_clipping=None, virtual_batch_size=None, frozen_input=None, mask=None):
     """Batch Renorm per ghost batch (decision box of §3 and §14): returns ``(y, new_state)``.
 
     Every consecutive ghost is renormalized by ``batch_renorm_train`` against the *same* old state (its own
     r_k, d_k). The state is then updated once, as one renorm step would be, from the ghost statistics pooled
     with weights ``n_k / N`` (mean, and stddev = sqrt(pooled variance + eps)). ``frozen_input``: see
-    ``batch_renorm_train``.
+    ``batch_renorm_train``. ``mask``: each ghost's masked moments, pooled as in ``ghost_batch_norm_train``.
     """
     x = _f64(x)
     axis = _channel_axis(x, axis)
@@ -239,10 +255,11 @@ def ghost_batch_renorm_train(x, gamma, beta, state, axis=-1, epsilon=1e-3, momen
     ys = []
     for start in range(0, n, bv):
         frozen = None if frozen_input is None else _f64(frozen_input)[start:start + bv]
+        ghost_mask = None if mask is None else np.asarray(mask)[start:start + bv]
         y_k, _ = batch_renorm_train(x[start:start + bv], gamma, beta, state, axis, epsilon, momentum,
-                                    renorm_momentum, renorm_clipping, frozen)
+                                    renorm_momentum, renorm_clipping, frozen, ghost_mask)
         ys.append(y_k)
-    _, mean, var = ghost_batch_norm_train(x, None, None, axis, epsilon, bv)
+    _, mean, var = ghost_batch_norm_train(x, None, None, axis, epsilon, bv, mask)
     old = {k: _f64(state[k]) for k in _RENORM_KEYS}
     stddev = np.sqrt(var + epsilon)
     moving_stddev = moving_average(old["moving_stddev"], stddev, momentum)

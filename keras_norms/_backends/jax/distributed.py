@@ -53,6 +53,20 @@ def cross_replica_sum(tensors):
     return list(jax.lax.psum(tensors, name))
 
 
+def gather_from_processes(value):
+    """`[value]`: under `keras.distribution` one process sees the global arrays (multi-host runs are not
+    supported here)."""
+    return [value]
+
+
+def average_over_replicas(variables):
+    """Nothing to do: under `keras.distribution` a variable is one global array, the same on every device.
+
+    (`synchronized=False` already makes its update the average over the devices' slices.) Returns 1.
+    """
+    return 1
+
+
 def device_shards():
     """How many devices the batch axis of a global array is split into (1 when not).
 

@@ -12,6 +12,7 @@ one replica and the sum is the identity. The decision is made when the
 function is traced, from the context alone.
 """
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -34,6 +35,28 @@ def cross_replica_sum(tensors):
     if context is None:
         return list(tensors)
     return list(context.all_reduce(tf.distribute.ReduceOp.SUM, list(tensors)))
+
+
+def gather_from_processes(value):
+    """`[value]`: a `tf.distribute` strategy drives all its local replicas from one process (multi-worker
+    strategies are not supported here)."""
+    return [value]
+
+
+def average_over_replicas(variables):
+    """Sets each mirrored variable to the mean of its replicas' values; the number of replicas.
+
+    Called in the cross-replica context (a callback, or between steps): there a `MirroredVariable` whose
+    replicas were updated apart (statistics not synchronized) still holds one component per device.
+    """
+    replicas = 1
+    for variable in variables:
+        components = getattr(variable.value, "values", None)
+        if components is not None and len(components) > 1:
+            replicas = len(components)
+            mean = np.mean([c.numpy() for c in components], axis=0, dtype=np.float64)
+            variable.assign(mean.astype(variable.dtype))
+    return replicas
 
 
 def device_shards():

@@ -62,6 +62,30 @@ def cross_replica_sum(tensors):
     return out
 
 
+def gather_from_processes(value):
+    """`[value of process 0, value of process 1, ...]` (any picklable value); `[value]` on one process."""
+    if _group_size() <= 1:
+        return [value]
+    values = [None] * _group_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def average_over_replicas(variables):
+    """Sets each variable to its mean over the processes (one all-reduce each); the number of processes.
+
+    Under DDP a buffer updated from each process's own batch (statistics not synchronized) differs between the
+    processes; every process must call this at the same point.
+    """
+    processes = _group_size()
+    if processes > 1:
+        for variable in variables:
+            summed = variable.value.detach().clone()
+            dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+            variable.assign(summed / processes)
+    return processes
+
+
 def device_shards():
     """Number of device slices a layer's batch stands for: always 1 on PyTorch.
 

@@ -24,7 +24,8 @@ slower than the reference at ResNet shapes (35 ms against 16 ms for a
 Declines (`decline(reason)`): dtypes other than float32/float64 (the op
 upcasts first), a channel axis that is neither 1 nor the last, a tensor not
 contiguous in memory, a batch that `virtual_batch_size` does not divide (the
-reference pads and masks), and fewer than two values per ghost and channel.
+reference pads and masks), fewer than two values per ghost and channel, and
+a mask.
 Decisions use static facts only.
 """
 
@@ -76,8 +77,10 @@ class _GhostBatchNorm(torch.autograd.Function):
 
 
 @kernel("ghost_batch_norm", backends=("torch",))
-def ghost_batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, virtual_batch_size=1):
+def ghost_batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, virtual_batch_size=1, mask=None):
     """Ghost BN training kernel: the reference's `(y, pooled mean, pooled variance)` for equal ghosts."""
+    if mask is not None:
+        return decline("mask given (the reference handles it)")
     declined = refusal(x)
     if declined is not None:
         return declined

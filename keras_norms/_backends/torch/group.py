@@ -27,9 +27,17 @@ Declines (`decline(reason)`): float16/bfloat16 (the op upcasts before
 dispatching, so this only matters for direct calls); rank 2, where each
 sample has only $E$ values per channel and torch's kernel was measured
 slower than the reference (0.6-0.85x on a (256, 512) input with $E=2$, CPU);
+channels-last input with 1024 channels or more, where the two transposes
+cost more than the kernel saves (train step, kernel / reference, one CPU
+thread, medians of paired runs: (4, 14, 14, 1024) 1.06-1.43x, (4, 7, 7,
+2048) 1.5-1.6x, (16, 16, 16, 1024) 1.1-1.6x, (64, 7, 7, 2048) 1.1-1.4x,
+while (4, 14, 14, 768) took 0.55-0.77x, (16, 7, 7, 512) 0.75-1.0x and
+(4, 28, 28, 512) 0.93-1.08x: the channel count, not the ratio of positions
+to channels, decides);
 a channel axis that is neither 1 nor the last one; and an $E$ that does not
 divide the batch size (the reference pads the last group and masks it); one
-value per (example group, channel group) cell. Decisions use static facts only; in eager torch the batch size is static.
+value per (example group, channel group) cell; a mask. Decisions use static facts only; in eager torch the batch
+size is static.
 """
 
 import torch.nn.functional as F
@@ -65,12 +73,14 @@ def _to_groups(x, axis, examples):
 
 
 @kernel("batch_group_norm", backends=("torch",))
-def batch_group_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32, examples_per_group=2):
+def batch_group_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32, examples_per_group=2, mask=None):
     """`F.group_norm` on example groups; the same `(y, mean, second_moment)`.
 
     The public op hands kernels a non-negative `axis` and the resolved,
     positive `groups`.
     """
+    if mask is not None:
+        return decline("mask given (the reference handles it)")
     declined = refusal(x)
     if declined is not None:
         return declined
@@ -80,6 +90,8 @@ def batch_group_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32,
     if axis not in (1, x.dim() - 1):
         # no layout without a transpose of the channels
         return decline("channel axis in the middle (only last or 1)")
+    if axis == x.dim() - 1 and x.shape[-1] >= 1024:
+        return decline("channels-last input with 1024 or more channels (the reference is faster there)")
     n = x.shape[0]
     examples = max(1, min(examples_per_group, n))
     if n % examples:

@@ -21,6 +21,11 @@ Layouts (channels on dim 1 for torch):
   a (32, 32, 32, 64) input, G=32, 2 shared CPU threads: shifted channels-last
   17 ms, transposed 22 ms, unshifted channels-last 16 ms).
 
+With `groups == C` (instance normalization) `F.instance_norm` was measured and is not used: its train step on a
+(32, 32, 32, 64) input, one CPU thread, took 11.6 ms against `F.group_norm`'s 3.9-4.3 ms channels-first and
+24 ms against 17-20 ms channels-last (forward alone: 4.4 against 0.6 ms and 7 against 0.7 ms). This kernel's
+channels-last path with 64 groups took 19-24 ms there, the transposed contiguous layout 21-23 ms.
+
 Two torch 2.13 bugs are steered around (both found by the GroupNormalization registry cases): a bias without a
 weight fails in backward in every layout (a constant weight of ones is passed), and the channels-last CPU backward
 segfaults when the input needs no gradient but the weights do (a layer right after a model's `Input`): that case
@@ -62,6 +67,8 @@ def group_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32):
     declined = refusal(x)
     if declined is not None:
         return declined
+    if x.numel() == groups:  # F.group_norm raises ("more than 1 value per channel"), e.g. groups=-1 on a (1, C) input
+        return decline("one value per group in the whole batch")
     weight, bias = cast(gamma, x.dtype), cast(beta, x.dtype)
     if weight is None and bias is not None:
         # torch 2.13's backward fails ("tensor does not have a device") with a bias but no weight, in every layout.

@@ -2,9 +2,9 @@
 
 The kernels are written in `keras.ops` only, so the two backends share
 them. They are taken for float32 and float64 inputs (the public ops upcast
-16-bit inputs first), any rank >= 2, any channel axis but 0, and (batch-group
-norm) any batch size, a smaller trailing example group included; they decline
-nothing else. Under `jax.jit` or
+16-bit inputs first), any rank >= 3 (group norm) or >= 2 (batch-group norm),
+any channel axis but 0, and (batch-group norm) any batch size, a smaller
+trailing example group included; they decline nothing else. Under `jax.jit` or
 `tf.function(jit_compile=True)` XLA computes the two sums below in **one**
 pass over the data (sibling reductions fuse), and the output in a second,
 elementwise pass; the two-pass reference needs the mean before the squared
@@ -38,12 +38,20 @@ only the small `(N, C)` partial sums are grouped into cells. On JAX (CPU,
 (32, 32, 32, 64), G=32, forward and backward) reducing the grouped
 `(N, H, W, G, C_g)` view directly took 7.1 ms, this form 3.5 ms, the two-pass
 reference 10 ms.
+
+A forward pass alone (inference) can be slower than the reference on
+TensorFlow: BatchChannelNormalization on (4, 14, 14, 1024) took 2.09x the
+reference's time there, EvoNormS0's kernel (`evonorm.py`) 1.16-1.25x, while
+their train steps took 0.79-0.92x and 0.50-0.92x (one CPU thread, paired
+medians). The ops receive no training flag, so the kernels cannot decline
+for inference alone.
 """
 
 from keras import backend
 from keras import ops
 
 from keras_norms.ops import _common
+from keras_norms.ops._dispatch import decline
 from keras_norms.ops._dispatch import decline_input
 from keras_norms.ops._dispatch import kernel
 
@@ -138,16 +146,24 @@ def group_norm_one_pass(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=
     Kernel signature: the public op hands a non-negative `axis` and the
     resolved, positive `groups`. Declines (`decline_input`) for dtypes other
     than float32 and float64 (the op upcasts first; this only matters for
-    direct calls).
+    direct calls), and rank-2 `(N, C)` input: with no spatial axes there is no
+    pass to save, and BatchChannelNormalization on a (256, 1024) input was
+    slower with the kernel (kernel / reference, medians of paired runs, one
+    CPU thread: JAX 1.08x train and 2.79x inference, earlier 1.62x and 1.86x;
+    TensorFlow 1.03x and 1.12x).
     """
     if not _accepts(x):
         return decline_input(x)
+    if len(x.shape) < 3:
+        return decline("rank-2 input (no spatial axes: no pass to save, and the reference was faster)")
     y, _ = _normalize_cells(x, gamma, beta, axis, epsilon, groups, examples=1)
     return y
 
 
 @kernel("batch_group_norm", backends=("tensorflow", "jax"))
-def batch_group_norm_one_pass(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32, examples_per_group=2):
+def batch_group_norm_one_pass(
+    x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32, examples_per_group=2, mask=None
+):
     """`batch_group_norm` in one pass: cells of `E` examples x `C_g` channels.
 
     Also returns the full-batch per-channel raw moments of the moving state,
@@ -156,8 +172,10 @@ def batch_group_norm_one_pass(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, g
     (example, channel), $S$ the spatial count, summed over the batch. The
     batch need not be a multiple of $E$ (the last example group is smaller)
     and may be unknown while tracing; $E$ is capped at a static batch size.
-    Declines as `group_norm_one_pass` does.
+    Declines as `group_norm_one_pass` does, and when a mask is given.
     """
+    if mask is not None:
+        return decline("mask given (the reference handles it)")
     if not _accepts(x):
         return decline_input(x)
     examples = examples_per_group
