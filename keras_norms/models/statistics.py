@@ -19,8 +19,7 @@ from keras_norms.ops import _dispatch
 _KERAS_BN_STATISTICS = {"moving_mean": "mean", "moving_variance": "variance"}
 
 
-def _owner():
-    return "recompute_batch_statistics"
+_OWNER = "recompute_batch_statistics"  # the name error messages start with
 
 
 def _statistics_of(layer):
@@ -109,16 +108,16 @@ def _recording(moments, call):
 def _check_arguments(model, batch_size, steps):
     if not isinstance(model, keras.Model) or not model.built:
         raise ValueError(
-            f"{_owner()}: `model` must be a built keras.Model, received {model!r}. Build it first (call it on a "
+            f"{_OWNER}: `model` must be a built keras.Model, received {model!r}. Build it first (call it on a "
             "batch, or fit it)."
         )
     for name, value in (("batch_size", batch_size), ("steps", steps)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{_owner()}: invalid `{name}`={value!r}. Pass a positive int, or None.")
+            raise ValueError(f"{_OWNER}: invalid `{name}`={value!r}. Pass a positive int, or None.")
     layers = [layer for layer in model._flatten_layers(include_self=False) if _statistics_of(layer) is not None]
     if not layers:
         raise ValueError(
-            f"{_owner()}: model '{model.name}' has no layer with population statistics (a Keras or keras_norms "
+            f"{_OWNER}: model '{model.name}' has no layer with population statistics (a Keras or keras_norms "
             "BatchNormalization, GhostBatchNormalization, BatchGroupNormalization, BatchChannelNormalization, "
             "MemorizedBatchNormalization or EvoNormB0); there is nothing to recompute."
         )
@@ -194,7 +193,7 @@ def recompute_batch_statistics(model, data, batch_size=None, steps=None, verbose
     """
     layers = _check_arguments(model, batch_size, steps)
     if verbose not in ("auto", 0, 1):
-        raise ValueError(f"{_owner()}: invalid `verbose`={verbose!r}. Pass 'auto', 0 or 1.")
+        raise ValueError(f"{_OWNER}: invalid `verbose`={verbose!r}. Pass 'auto', 0 or 1.")
     moments = [_Moments(layer) for layer in layers]
     saved = [(v, keras.ops.convert_to_numpy(v)) for v in model.non_trainable_variables]
     trainable = [layer.trainable for layer in layers]
@@ -209,7 +208,7 @@ def recompute_batch_statistics(model, data, batch_size=None, steps=None, verbose
             seen += 1
             progress.update(seen)
         if seen == 0:
-            raise ValueError(f"{_owner()}: `data` yielded no batch. Pass a non-empty dataset.")
+            raise ValueError(f"{_OWNER}: `data` yielded no batch. Pass a non-empty dataset.")
     finally:
         for layer, was_trainable in zip(layers, trainable):
             del layer.call  # the instance attribute: the class's `call` again
@@ -220,16 +219,18 @@ def recompute_batch_statistics(model, data, batch_size=None, steps=None, verbose
     gather = part.gather_from_processes if part is not None else (lambda value: [value])
     # Every process must gather the same layers in the same order: those of `layers`, reached here or not.
     everywhere = gather([moment.local() for moment in moments])
-    reached = [m for i, m in enumerate(moments) if any(np.any(p[i][0] > 0) for p in everywhere)]
-    for moment in reached:
-        i = moments.index(moment)
-        mean, variance = _pooled([p[i] for p in everywhere])
-        layer = moment.layer
+    updated = []
+    for i, layer in enumerate(layers):
+        parts = [p[i] for p in everywhere]
+        if not any(np.any(part[0] > 0) for part in parts):
+            continue  # called on no process: nothing to set
+        mean, variance = _pooled(parts)
         if hasattr(layer, "_set_population_moments"):
             layer._set_population_moments(mean, variance)
         else:
             assign_population_state(layer, _KERAS_BN_STATISTICS, mean, variance, layer.epsilon)
-    return [moment.layer.name for moment in reached]
+        updated.append(layer.name)
+    return updated
 
 
 def average_moving_statistics(model):
