@@ -1,60 +1,75 @@
-"""Accuracy vs batch size: the normalizations of keras_norms on scikit-learn's digits.
+"""Accuracy vs batch size: the normalizations of keras_norms on scikit-learn's digits, in three settings.
 
-    python benchmarks/accuracy_vs_batch.py                  # full: 5 batch sizes, 3 seeds, 20 epochs: ~50 min
-    python benchmarks/accuracy_vs_batch.py --quick          # batch sizes 2 and 32, 2 seeds, 6 epochs: < 15 min
+    python benchmarks/accuracy_vs_batch.py                  # full: correlated + hard settings, 3 seeds: ~60 min
+    python benchmarks/accuracy_vs_batch.py --easy           # the easy setting's published run: ~50 min
+    python benchmarks/accuracy_vs_batch.py --quick          # correlated, batch sizes 2 and 32, 2 seeds: < 15 min
     python benchmarks/accuracy_vs_batch.py --smoke          # a few steps each: checks that it runs
-    python benchmarks/accuracy_vs_batch.py --render docs/assets/evidence/accuracy_vs_batch.json   # redraw only
+    python benchmarks/accuracy_vs_batch.py --render docs/assets/evidence/accuracy_vs_batch_hard.json   # redraw only
 
 Trains one small CNN (four 3x3 convolutions of 16, 16, 32, 32 channels, each followed by a normalization and its
-activation, two max-pools, global average pooling, a softmax dense) with each normalization at batch sizes
-2, 4, 8, 32 and 128, several seeds, and reports the test accuracy (mean and standard deviation over seeds).
-The results and what they say about the papers' claims: docs/evidence.md.
+activation, two max-pools, global average pooling, a softmax dense) with each normalization at several batch
+sizes and seeds, and reports the test accuracy (mean and standard deviation over seeds). The results and what
+they say about the papers' claims: docs/evidence.md.
 
 Data: `sklearn.datasets.load_digits` (1797 8x8 grey images shipped inside scikit-learn, nothing downloaded),
-scaled to [0, 1], each placed at a random position (fixed, data seed 0) on a blank 16x16 canvas (upsampled in
-place, BN, GN+WS and FRN+TLU reached 99.4-99.8% in a trial and could not be told apart). One fixed stratified
-split for every run: 1024 training images (a multiple of every batch size, so no partial last batch), 273
-validation images (used only to choose the inference example weight alpha) and 500 test images.
+scaled to [0, 1], each placed at a random position (fixed, data seed 0) on a canvas. One fixed stratified split
+for every run: 1024 training images (a multiple of every batch size, so no partial last batch), 273 validation
+images (used only to choose the inference example weight alpha) and 500 test images. Settings (`--setting`):
+
+* easy: a blank 16x16 canvas, shuffled batches. BN does not degrade at small batch sizes here.
+* correlated: the same images, each batch made of same-class groups of 4 (a batch of 2 or 4 holds one class, a
+  batch of 8 two, of 32 eight), a new grouping every pass; tested on the ordinary test split.
+* hard: a 24x24 canvas, 4 fragments (4x4 pieces of other random digits) and Gaussian pixel noise (std 0.25, then
+  clipped to [0, 1]) around each digit; shuffled batches.
 
 Methods (`GROUPS` = 4 channel groups wherever a layer groups channels):
 
 * BN: Conv2D -> `keras_norms.BatchNormalization` -> ReLU; "BN + alpha": the same trained model with the
   inference example weight chosen on the validation split (`keras_norms.tune_inference_example_weight`, default
-  grid around 1/B, lowest validation loss).
+  grid around 1/B, lowest validation loss); "BN + Precise BN": the same weights after
+  `keras_norms.recompute_batch_statistics` over the training split.
 * Ghost BN: `virtual_batch_size=GHOST` (8); at batch sizes <= 8 it is BN itself (one ghost), so it is trained
   only at larger batches. "Ghost BN + alpha" as above, grid around 1/8.
 * BGN: `keras_norms.BatchGroupNormalization(groups=4, examples_per_group=2)` (Four Things item (d)), alpha = 0
   and alpha chosen on the validation split (grid around 1/2). The quick profile searches alpha in
   {0, 0.5/B', 1/B'} only: each candidate costs a compile.
-* GN + WS: `keras_norms.WSConv2D` -> `keras_norms.GroupNormalization(groups=4)` -> ReLU (the Evidence page's figures
-  were run with `keras.layers.GroupNormalization`: the same function, on the package's fast paths).
-* BCN + WS: `keras_norms.WSConv2D` -> `keras_norms.BatchChannelNormalization(groups=4)` -> ReLU, in
+* Batch Renorm: `keras_norms.BatchNormalization(renorm=True)` with `keras_norms.BatchRenormSchedule`: plain BN
+  for the first epoch, then r_max -> 3 and d_max -> 5 by mid-training (the paper's shape, scaled to the run).
+* GN+WS: `keras_norms.WSConv2D` -> `keras_norms.GroupNormalization(groups=4)` -> ReLU.
+* BCN+WS: `keras_norms.WSConv2D` -> `keras_norms.BatchChannelNormalization(groups=4)` -> ReLU, in
   `mode="estimate"` (EstBN, the paper's micro-batch mode) at batch sizes <= 8 and `mode="batch"` above.
-* FRN + TLU: `keras_norms.FilterResponseNormalization` -> `keras_norms.TLU`.
-* EvoNorm-S0: `keras_norms.EvoNormS0(groups=4)` (the activation is part of the layer).
+* FRN+TLU: `keras_norms.FilterResponseNormalization` -> `keras_norms.TLU`.
+* EvoNorm-S0: `keras_norms.EvoNormS0(groups=4)`; EvoNorm-B0: `keras_norms.EvoNormB0()` (the activation is part
+  of the layer).
+* GN+PN: `keras_norms.GroupNormalization(groups=4, center=False, scale=False)` -> `keras_norms.ProxyNormalization`
+  (the affine and the ReLU are part of PN).
 * MBN: `keras_norms.MemorizedBatchNormalization(memory_size=4)` -> ReLU; MBN + DF: the same trained with
-  `keras_norms.with_double_forward`.
+  `keras_norms.with_double_forward`; each also "+ Precise BN" as BN.
 
 Training, the same for every method at a given batch size B: a fixed budget of examples seen (`--epochs` passes
 over the 1024 training images, so 1024 * epochs / B steps), SGD with Nesterov momentum 0.9, the learning rate
 linearly scaled with the batch size, lr(B) = 0.05 * B / 32 (0.003125 at B=2, 0.2 at B=128), reached by a
 linear warm-up over the first epoch and decayed to 0 by a cosine over the rest. Moving averages (BN, Ghost BN,
-BGN, BCN) use momentum min(1 - B/1024, 0.99): a horizon of 1024 examples at large batches, 100 steps at B <= 8
-(Keras's 0.99 at every size leaves BN at chance after the 160 steps of batch 128). Seeds: `numpy.random.seed`
-and `keras.utils.set_random_seed` (initial weights, shuffling) per run; the data split is the same for all
-runs. Test accuracy in inference mode (`model.evaluate` on the whole test split in one batch: no batch
-statistics are used, so the number does not depend on the evaluation batch).
+BGN, BCN, EvoNorm-B0, Batch Renorm) use momentum min(1 - B/1024, 0.99): a horizon of 1024 examples at large
+batches, 100 steps at B <= 8 (Keras's 0.99 at every size leaves BN at chance after the 160 steps of batch 128).
+The fixed-step view (`--budget steps`, in the full profile for BN and GN+WS) trains every batch size for the steps
+batch size 8 takes in the example budget, with the same rules. Seeds: `numpy.random.seed` and
+`keras.utils.set_random_seed` (initial weights, shuffling) per run; the data split is the same for all runs.
+Test accuracy in inference mode (`model.evaluate` on the whole test split in one batch: no batch statistics are
+used, so the number does not depend on the evaluation batch).
 
 Backend: JAX by default, the fastest for these overhead-bound small-batch steps on CPU (measured on the 2-core
 development machine, BN model, batch 2: JAX jit about 1.5 ms per step, TensorFlow XLA about 4 ms, PyTorch
-eager hundreds of ms under load). `--backend` picks another; the backend is printed.
+eager hundreds of ms under load), with a persistent compilation cache in the temporary directory (every seed
+trains the same function). `--backend` picks another; the backend is printed.
 
-Output (in `--output-dir`; by default `docs/assets/evidence/` for the full profile and `--render`, and
-`benchmarks/results/accuracy_vs_batch_{quick,smoke}/` otherwise): `accuracy_vs_batch.md` (the tables: accuracy,
-chosen alphas, training loss, the differences behind the claims), `accuracy_vs_batch.png` (the plot, needs
-matplotlib) and `accuracy_vs_batch.json` (every run's numbers and the run's metadata). `--smoke` trains each
-method for a few steps and its accuracies mean nothing. `--render JSON` re-draws the tables and the
-plot of a finished run from its JSON, without training.
+Output (in `--output-dir`; by default `docs/assets/evidence/` for the full and easy profiles and `--render`, and
+`benchmarks/results/accuracy_vs_batch_{quick,smoke}/` otherwise), per setting: `accuracy_vs_batch_<setting>.md`
+(the tables: accuracy, chosen alphas, training loss, the differences behind the claims, the fixed-step view),
+`.png` (the plot, needs matplotlib) and `.json` (one record per run: method, setting, budget, steps, batch size,
+seed, test accuracy, alpha, training loss and seconds; and the run's metadata); the easy setting's files have no
+suffix. `--smoke` trains each method for a few steps and its accuracies mean nothing. `--render JSON` re-draws
+the tables and the plot of a finished run from its JSON, without training.
 """
 
 import argparse
@@ -68,7 +83,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Only the full profile writes into the docs by default: a quick or smoke run must not replace the published run.
-DEFAULT_OUTPUT = {"full": ROOT / "docs" / "assets" / "evidence",
+DEFAULT_OUTPUT = {"full": ROOT / "docs" / "assets" / "evidence", "easy": ROOT / "docs" / "assets" / "evidence",
                   "quick": ROOT / "benchmarks" / "results" / "accuracy_vs_batch_quick",
                   "smoke": ROOT / "benchmarks" / "results" / "accuracy_vs_batch_smoke"}
 STEM = "accuracy_vs_batch"
@@ -80,21 +95,36 @@ ESTIMATE_UP_TO = 8  # BCN uses EstBN (mode="estimate") at batch sizes up to this
 NUM_TRAIN, NUM_VAL, NUM_TEST = 1024, 273, 500  # 1797 digits in all
 
 PROFILES = {
-    "full": {"batch_sizes": (2, 4, 8, 32, 128), "seeds": 3, "epochs": 20, "width": 16, "train": NUM_TRAIN,
-             "alpha_grid": "default"},
+    # The two settings where batch size matters; the fixed-step view trains BN and GN+WS only.
+    "full": {"batch_sizes": (2, 4, 8, 32), "seeds": 3, "epochs": 10, "width": 16, "train": NUM_TRAIN,
+             "alpha_grid": "default", "settings": ("correlated", "hard"), "budgets": ("examples", "steps"),
+             "step_methods": ("BN", "GN+WS")},
+    # The published easy run (docs/evidence.md, 2026-11-23): `--profile easy`.
+    "easy": {"batch_sizes": (2, 4, 8, 32, 128), "seeds": 3, "epochs": 20, "width": 16, "train": NUM_TRAIN,
+             "alpha_grid": "default", "settings": ("easy",), "budgets": ("examples",)},
     # Every model costs about 15 s of compiling on a loaded 2-core machine, so the quick profile trains fewer.
     "quick": {"batch_sizes": (2, 32), "seeds": 2, "epochs": 6, "width": 16, "train": NUM_TRAIN,
-              "alpha_grid": "short"},
+              "alpha_grid": "short", "settings": ("correlated",), "budgets": ("examples",)},
     # Ghost BN is trained only above GHOST, BCN switches mode above ESTIMATE_UP_TO: 4 and 16 reach every branch;
     # at 16 the smoke trains only those two. A few steps each: TensorFlow and PyTorch run them eagerly (tracing
     # costs more than it saves); JAX compiles every eager op too, so there a jitted step (XLA at -O0) is cheaper.
     # The held-out subsets have the smaller batch size (one shape less to compile).
     "smoke": {"batch_sizes": (4, 16), "seeds": 1, "epochs": 1, "width": 8, "train": 16, "held_out": 4,
               "eager_backends": ("tensorflow", "torch"), "alpha_grid": "one",
-              "larger_batch_only": ("Ghost BN", "BCN+WS")},
+              "larger_batch_only": ("Ghost BN", "BCN+WS"), "settings": ("easy",), "budgets": ("examples", "steps"),
+              "step_methods": ("BN",)},
 }
 
-
+SETTINGS = {
+    # Today's task: every digit on a blank 16x16 canvas, shuffled batches. BN does not degrade at small batches.
+    "easy": {"canvas": 16, "distractors": 0, "noise": 0.0, "order": "iid", "group": 1},
+    # The same images, batched in groups of 4 examples of one class (a batch of 2 or 4 holds one class, of 8 two):
+    # the correlated batches of detection (several boxes of one image) and video (consecutive frames). Chosen
+    # by a pilot of BN and GN+WS (docs/evidence.md): GN+WS trains at every batch size, BN does not.
+    "correlated": {"canvas": 16, "distractors": 0, "noise": 0.0, "order": "class_groups", "group": 4},
+    # A harder iid task: a 24x24 canvas with 4 fragments of other digits and pixel noise around each digit.
+    "hard": {"canvas": 24, "distractors": 4, "noise": 0.25, "order": "iid", "group": 1},
+}
 LR_RULE = "SGD, Nesterov momentum 0.9, peak lr 0.05 * B / 32, linear warm-up over 1 epoch, cosine decay to 0"
 MOMENTUM_RULE = "moving averages: momentum min(1 - B / 1024, 0.99)"
 
@@ -121,22 +151,35 @@ def parse_args(argv):
     profile.add_argument("--quick", action="store_true",
                          help="batch sizes 2 and 32, 2 seeds, 6 epochs: under 15 minutes on 2 cores")
     profile.add_argument("--smoke", action="store_true", help="1 seed, batch sizes 4 and 16, a few steps")
+    profile.add_argument("--easy", action="store_true",
+                         help="the easy setting's published run: 5 batch sizes, 3 seeds, 20 epochs, ~50 minutes")
     parser.add_argument("--seeds", type=int, help="number of seeds, 0..n-1 (overrides the profile)")
     parser.add_argument("--epochs", type=int, help="passes over the training split (overrides the profile)")
     parser.add_argument("--batch-sizes", help="comma-separated (overrides the profile), e.g. 2,128")
     parser.add_argument("--methods", help="comma-separated subset of the trained methods, e.g. BN,FRN+TLU")
+    parser.add_argument("--setting", help="comma-separated settings (overrides the profile): "
+                        + ", ".join(SETTINGS))
+    parser.add_argument("--budget", choices=("examples", "steps", "both"),
+                        help="fixed example budget, fixed step count, or both (overrides the profile)")
     parser.add_argument("--output-dir", type=Path,
                         help="default: docs/assets/evidence/ (full profile, --render), benchmarks/results/ (others)")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="no training: write the table and the plot of a finished run from its JSON")
     args = parser.parse_args(argv)
-    args.profile = "smoke" if args.smoke else "quick" if args.quick else "full"
+    args.profile = "smoke" if args.smoke else "quick" if args.quick else "easy" if args.easy else "full"
     args.output_dir = args.output_dir or DEFAULT_OUTPUT[args.profile]
     settings = dict(PROFILES[args.profile])
     if args.seeds is not None:
         settings["seeds"] = args.seeds
     if args.epochs is not None:
         settings["epochs"] = args.epochs
+    if args.setting:
+        settings["settings"] = tuple(args.setting.split(","))
+        unknown = [name for name in settings["settings"] if name not in SETTINGS]
+        if unknown:
+            parser.error(f"--setting {unknown}: choose from {', '.join(SETTINGS)}")
+    if args.budget:
+        settings["budgets"] = ("examples", "steps") if args.budget == "both" else (args.budget,)
     if args.batch_sizes:
         settings["batch_sizes"] = tuple(int(b) for b in args.batch_sizes.split(","))
     bad = [b for b in settings["batch_sizes"] if b < 1 or settings["train"] % b]
@@ -161,13 +204,28 @@ import numpy as np  # noqa: E402
 
 import keras_norms  # noqa: E402
 
+if ARGS is not None and keras.backend.backend() == "jax":
+    # Every seed trains the same function: a persistent compilation cache compiles it once per run.
+    import tempfile
 
-# --- Data: digits, upsampled to 16x16, one fixed stratified split.
-def place_on_canvas(images, size=16, seed=0):
-    """Each 8x8 image at a random position (fixed by `seed`) on a blank `size` x `size` canvas.
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "keras_norms_evidence_jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+# --- Data: digits on a canvas, one fixed stratified split; a setting says how they are placed and batched.
+FRAGMENT = 4  # side of a distractor fragment, cut from another digit
+
+
+def place_on_canvas(images, size=16, seed=0, distractors=0, noise=0.0):
+    """Each 8x8 image at a random position (fixed by `seed`) on a `size` x `size` canvas.
 
     The translations make the task hard enough that accuracies stay below 100% (the 8x8 digits
     upsampled in place gave 99.4-99.8% in a trial), so differences between methods can show.
+    With `distractors`, that many FRAGMENT x FRAGMENT pieces of other random digits are drawn
+    (pixel-wise maximum) at random positions, then Gaussian pixel noise of std `noise` is added
+    and the canvas clipped to [0, 1].
     """
     rng = np.random.default_rng(seed)
     n, h, w = images.shape
@@ -175,15 +233,26 @@ def place_on_canvas(images, size=16, seed=0):
     rows, cols = rng.integers(0, size - h + 1, n), rng.integers(0, size - w + 1, n)
     for i, (r, c) in enumerate(zip(rows, cols)):
         canvas[i, r:r + h, c:c + w, 0] = images[i]
+    for i in range(n) if distractors else ():
+        for _ in range(distractors):
+            src, (fr, fc) = rng.integers(n), rng.integers(0, h - FRAGMENT + 1, 2)
+            r, c = rng.integers(0, size - FRAGMENT + 1, 2)
+            piece = images[src, fr:fr + FRAGMENT, fc:fc + FRAGMENT]
+            canvas[i, r:r + FRAGMENT, c:c + FRAGMENT, 0] = np.maximum(
+                canvas[i, r:r + FRAGMENT, c:c + FRAGMENT, 0], piece)
+    if noise:
+        canvas = np.clip(canvas + rng.normal(0.0, noise, canvas.shape).astype("float32"), 0.0, 1.0)
     return canvas
 
 
-def load_data(num_train, held_out=None):
+def load_data(setting, num_train, held_out=None):
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    spec = SETTINGS[setting]
     digits = load_digits()
-    x = place_on_canvas(digits.images.astype("float32") / 16.0)  # (1797, 16, 16, 1)
+    x = place_on_canvas(digits.images.astype("float32") / 16.0, spec["canvas"],
+                        distractors=spec["distractors"], noise=spec["noise"])  # (1797, size, size, 1)
     y = digits.target.astype("int32")
     x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=NUM_TEST, stratify=y, random_state=0)
     x_train, x_val, y_train, y_val = train_test_split(
@@ -191,6 +260,26 @@ def load_data(num_train, held_out=None):
     )
     return ((x_train[:num_train], y_train[:num_train]), (x_val[:held_out], y_val[:held_out]),
             (x_test[:held_out], y_test[:held_out]))
+
+
+def class_group_order(y, group, rng):
+    """A permutation of the training indices in which every `group` consecutive examples share a class.
+
+    Each class's examples are shuffled and cut into groups of `group`; the groups are shuffled. A class whose
+    count `group` does not divide leaves a remainder; the remainders are pooled into mixed groups at random
+    positions, so every example is seen once per epoch.
+    """
+    if len(y) % group:
+        raise ValueError(f"class_group_order: {len(y)} examples do not split into groups of {group}")
+    groups, rest = [], []
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        cut = len(idx) - len(idx) % group
+        groups += list(idx[:cut].reshape(-1, group))
+        rest += list(idx[cut:])
+    rest = rng.permutation(np.asarray(rest, "int64"))
+    groups += list(rest.reshape(-1, group))
+    return np.concatenate([groups[i] for i in rng.permutation(len(groups))])
 
 
 # --- Methods: a convolution class and a "norm + activation" factory for each block.
@@ -218,6 +307,13 @@ def methods(batch_size):
             lambda: keras_norms.MemorizedBatchNormalization(memory_size=MBN_MEMORY)), False),
         "MBN+DF": (keras.layers.Conv2D, relu_after(
             lambda: keras_norms.MemorizedBatchNormalization(memory_size=MBN_MEMORY)), True),
+        "EvoNorm-B0": (keras.layers.Conv2D, lambda: [keras_norms.EvoNormB0(momentum=m)], False),
+        # Proxy Norm after GN: GN without its affine, then PN owns the affine and the activation.
+        "GN+PN": (keras.layers.Conv2D, lambda: [
+            keras_norms.GroupNormalization(groups=GROUPS, center=False, scale=False),
+            keras_norms.ProxyNormalization(activation="relu")], False),
+        "Batch Renorm": (keras.layers.Conv2D, relu_after(lambda: keras_norms.BatchNormalization(
+            momentum=m, renorm=True, renorm_momentum=m)), False),
     }
     if batch_size <= GHOST:  # one ghost batch: Ghost BN is BN, nothing new to train
         del table["Ghost BN"]
@@ -225,17 +321,19 @@ def methods(batch_size):
 
 
 # The rows of the report: a trained method, or a trained method with alpha chosen on the validation split.
-ROWS = ("BN", "BN + α", "BN + Precise BN", "Ghost BN", "Ghost BN + α", "BGN", "BGN + α",
-        "GN+WS", "BCN+WS", "FRN+TLU", "EvoNorm-S0", "MBN", "MBN + Precise BN", "MBN+DF", "MBN+DF + Precise BN")
+ROWS = ("BN", "BN + α", "BN + Precise BN", "Ghost BN", "Ghost BN + α", "BGN", "BGN + α", "Batch Renorm",
+        "GN+WS", "BCN+WS", "FRN+TLU", "EvoNorm-S0", "EvoNorm-B0", "GN+PN",
+        "MBN", "MBN + Precise BN", "MBN+DF", "MBN+DF + Precise BN")
 TUNED = {"BN": "BN + α", "Ghost BN": "Ghost BN + α", "BGN": "BGN + α"}
 # The same weights with the statistics recomputed on the whole training split after training
 # (`recompute_batch_statistics`): separates what the inference statistics cost from what training did.
 PRECISE = {"BN": "BN + Precise BN", "MBN": "MBN + Precise BN", "MBN+DF": "MBN+DF + Precise BN"}
 PRECISE_BATCH = 256  # the recompute's batch size (4 batches of the 1024 training images; no effect on the result)
+STEP_BUDGET_BATCH = 8  # the fixed-step view: every batch size takes the steps batch size 8 takes in the budget
 
 
-def cnn(conv_cls, norm_act, width):
-    inputs = keras.Input((16, 16, 1))
+def cnn(conv_cls, norm_act, width, size):
+    inputs = keras.Input((size, size, 1))
     x = inputs
     for filters in (width, 2 * width):
         for _ in range(2):
@@ -262,31 +360,88 @@ def alpha_grid(settings, model, batch_size):
     return (0.0, min(1.0, 0.5 / ghost), min(1.0, 1.0 / ghost))
 
 
-def train_one(name, spec, batch_size, seed, settings, data):
+class Batches(keras.utils.PyDataset):
+    """`epochs` x `steps_per_epoch` batches drawn from a stream of permutations of the training split.
+
+    Each permutation is shuffled ("iid") or made of same-class groups ("class_groups", `class_group_order`);
+    an epoch of `fit` need not be a pass over the data, so a fixed step count works at every batch size.
+    """
+
+    def __init__(self, x, y, batch_size, steps_per_epoch, epochs, order, group, seed):
+        super().__init__()
+        self.x, self.y, self.batch_size, self.steps_per_epoch = x, y, batch_size, steps_per_epoch
+        rng, needed, parts = np.random.default_rng(seed), batch_size * steps_per_epoch * epochs, []
+        while sum(map(len, parts)) < needed:
+            parts.append(class_group_order(y, group, rng) if order == "class_groups" else rng.permutation(len(y)))
+        self.order, self.epoch = np.concatenate(parts)[:needed], 0
+
+    def __len__(self):
+        return self.steps_per_epoch
+
+    def __getitem__(self, i):
+        # Modulo: Keras may end an epoch more often than it trains one (a peek before training); the stream wraps.
+        start = (self.epoch * self.steps_per_epoch + i) * self.batch_size % len(self.order)
+        idx = self.order[start:start + self.batch_size]
+        return self.x[idx], self.y[idx]
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+
+def renorm_schedule(steps, epoch_steps):
+    """Batch Renorm's bounds: plain BN for the first epoch, then r_max -> 3 and d_max -> 5 by mid-training.
+
+    The paper's shape (a BN warm-up, then linear ramps; its step counts scaled to this run), applied in four
+    pieces because every change of the bounds re-compiles the train step.
+    """
+    warmup = min(epoch_steps, steps // 4)
+    return keras_norms.BatchRenormSchedule(rmax=3.0, dmax=5.0, warmup_steps=warmup, rmax_steps=steps // 2,
+                                           dmax_steps=steps // 2, update_every=max(1, steps // 4))
+
+
+def train_one(name, spec, batch_size, seed, settings, data, setting="easy", budget="examples"):
+    """Trains one model; returns its records (the trained method, and the α and Precise BN rows of its weights).
+
+    `budget` "examples": `epochs` passes over the training split (1024 * epochs / B steps); "steps": the steps
+    that batch size STEP_BUDGET_BATCH takes in that budget, at every batch size.
+    """
     (x, y), (x_val, y_val), (x_test, y_test) = data
     conv_cls, norm_act, double_forward = spec
+    order, group = SETTINGS[setting]["order"], SETTINGS[setting]["group"]
+    keras.backend.clear_session()  # the same layer names for every seed: JAX's compilation cache hits
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
-    model = cnn(conv_cls, norm_act, settings["width"])
+    model = cnn(conv_cls, norm_act, settings["width"], x.shape[1])
     if double_forward:
         model = keras_norms.with_double_forward(model)
-    steps = settings["epochs"] * len(x) // batch_size
-    warmup = min(len(x) // batch_size, steps // 2)  # one epoch (or half the run) of linear warm-up from 0
+    epochs = settings["epochs"]
+    if budget == "steps":
+        steps = epochs * len(x) // min(STEP_BUDGET_BATCH, len(x))
+    else:
+        steps = epochs * len(x) // batch_size
+    epoch_steps = steps // epochs
+    warmup = min(epoch_steps, steps // 2)  # one epoch (or half the run) of linear warm-up from 0
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=steps - warmup, warmup_target=lr_for(batch_size), warmup_steps=warmup)
     model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                   run_eagerly=keras.backend.backend() in settings.get("eager_backends", ()))
+    callbacks = [renorm_schedule(steps, epoch_steps)] if name == "Batch Renorm" else []
     start = time.perf_counter()
-    history = model.fit(x, y, batch_size=batch_size, epochs=settings["epochs"], shuffle=True, verbose=0)
+    if order == "iid" and budget == "examples":  # Keras's own shuffling, as the published easy run
+        history = model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
+                            callbacks=callbacks)
+    else:
+        stream = Batches(x, y, batch_size, epoch_steps, epochs, order, group, seed)
+        history = model.fit(stream, epochs=epochs, verbose=0, callbacks=callbacks)
     seconds = time.perf_counter() - start
 
     def test_accuracy():
         logs = model.evaluate(x_test, y_test, batch_size=len(x_test), verbose=0, return_dict=True)
         return float(logs["accuracy"])
 
-    base = {"batch_size": batch_size, "seed": seed, "train_seconds": round(seconds, 2),
-            "train_loss": float(history.history["loss"][-1])}
+    base = {"setting": setting, "budget": budget, "steps": steps, "batch_size": batch_size, "seed": seed,
+            "train_seconds": round(seconds, 2), "train_loss": float(history.history["loss"][-1])}
     results = [dict(base, method=name, test_accuracy=test_accuracy(), alpha=0.0)]
     if name in TUNED:  # the same weights, only inference changes
         search = keras_norms.tune_inference_example_weight(
@@ -375,12 +530,49 @@ def loss_text(runs, method, batch_size):
     return f"{statistics.mean(losses):.4f}" if losses else "n/a"
 
 
-def markdown(runs, meta):
+SETTING_TITLES = {"easy": "scikit-learn digits on a 16x16 canvas, shuffled batches",
+                  "correlated": "digits on a 16x16 canvas, batches of same-class groups of 4",
+                  "hard": "digits on a 24x24 canvas with 4 distractor fragments and noise, shuffled batches"}
+
+
+def budget_runs(runs, budget):
+    """The runs of one budget; the published easy run predates the field and is all "examples"."""
+    return [run for run in runs if run.get("budget", "examples") == budget]
+
+
+def versus_bn(summary, batch_sizes):
+    """Each row's mean accuracy minus BN's at the same batch size (points), the comparison the verdicts use."""
+    out = ["", "Mean test accuracy minus BN's at the same batch size (percentage points):", "",
+           "| method | " + " | ".join(f"B={b}" for b in batch_sizes) + " |", "|---|" + "---:|" * len(batch_sizes)]
+    for method in ROWS[1:]:
+        cells = [difference(summary, method, "BN", b) for b in batch_sizes]
+        if any(cells):
+            out.append(f"| {method} | " + " | ".join("n/a" if d is None else f"{d[0]:+.1f}" for d in cells) + " |")
+    return out
+
+
+def step_view(runs, meta):
+    """The fixed-step view's accuracy table, or no lines when the run has none."""
+    steps = budget_runs(runs, "steps")
+    if not steps:
+        return []
+    summary, batch_sizes = summarize(steps), meta["batch_sizes"]
+    out = ["", f"Fixed step count: {steps[0]['steps']} steps at every batch size (the steps of batch size "
+           f"{meta['step_budget_batch']} in the example budget), test accuracy (%):", "",
+           "| method | " + " | ".join(f"B={b}" for b in batch_sizes) + " |", "|---|" + "---:|" * len(batch_sizes)]
+    for method in ROWS:
+        if any(r["method"] == method for r in steps):
+            out.append(f"| {method} | " + " | ".join(cell_text(summary, method, b) for b in batch_sizes) + " |")
+    return out
+
+
+def markdown(all_runs, meta):
     batch_sizes = meta["batch_sizes"]
+    runs = budget_runs(all_runs, "examples")
     summary = summarize(runs)
     seeds = meta["seeds"]
     out = [f"Test accuracy (%), mean ± std over {seeds} seed{'s' if seeds > 1 else ''} "
-           f"(profile `{meta['profile']}`, backend {meta['backend']}, {meta['epochs']} epochs of "
+           f"(setting `{meta.get('setting', 'easy')}`, profile `{meta['profile']}`, backend {meta['backend']}, {meta['epochs']} epochs of "
            f"{meta['num_train']} images at every batch size; {meta['total_minutes']:.0f} min on "
            f"{meta['cores']} cores).", "",
            "| method | " + " | ".join(f"B={b}" for b in batch_sizes) + " |",
@@ -406,15 +598,19 @@ def markdown(runs, meta):
     if claims:
         out += ["", "Differences behind the claims (percentage points; std: the larger of the two cells' std):",
                 "", "| comparison | difference | std |", "|---|---:|---:|", *claims]
+    out += versus_bn(summary, batch_sizes)
+    out += step_view(all_runs, meta)
     return "\n".join(out) + "\n"
 
 
 # Three panels with BN (dashed) on each: the BN family, the batch-independent layers (and BCN), Memorized BN.
 # The first two zoom on the top of the scale, where the methods differ; points below it sit on the lower edge
 # as a triangle labelled with their value.
-PANELS = (("BN family", ("BN", "BN + α", "Ghost BN", "Ghost BN + α", "BGN", "BGN + α"), 95.0),
-          ("batch-independent (and BCN)", ("BN", "GN+WS", "BCN+WS", "FRN+TLU", "EvoNorm-S0"), 95.0),
-          ("Memorized BN", ("BN", "MBN", "MBN+DF"), None))
+PANELS = (("BN family", ("BN", "BN + α", "BN + Precise BN", "Ghost BN", "Ghost BN + α", "BGN", "BGN + α",
+                         "Batch Renorm"), 95.0),
+          ("batch-independent (and BCN)", ("BN", "GN+WS", "BCN+WS", "FRN+TLU", "EvoNorm-S0", "EvoNorm-B0",
+                                           "GN+PN"), 95.0),
+          ("Memorized BN", ("BN", "MBN", "MBN + Precise BN", "MBN+DF", "MBN+DF + Precise BN"), None))
 
 
 def plot(runs, meta, path):
@@ -426,9 +622,11 @@ def plot(runs, meta, path):
     except ImportError:
         print("matplotlib is not installed: no plot")
         return None
-    summary = summarize(runs)
+    summary = summarize(budget_runs(runs, "examples"))
+    setting = meta.get("setting", "easy")
     fig, axes = plt.subplots(1, len(PANELS), figsize=(15, 4.4))
     for ax, (title, names, floor) in zip(axes, PANELS):
+        floor = floor if setting == "easy" else None  # elsewhere the methods spread over the whole scale
         below = {}  # batch size -> labels already placed there
         for name in names:
             points = [(b, *summary[(name, b)][:2]) for b in meta["batch_sizes"] if (name, b) in summary]
@@ -453,7 +651,7 @@ def plot(runs, meta, path):
         ax.legend(fontsize=8, loc="lower left")
     axes[0].set_ylabel(f"test accuracy (%), mean ± std over {meta['seeds']} seed(s)")
     axes[-1].set_ylabel("test accuracy (%), full scale")
-    fig.suptitle(f"scikit-learn digits on a 16x16 canvas, one CNN, {meta['epochs']} epochs at every batch size, "
+    fig.suptitle(f"{SETTING_TITLES[setting]}: one CNN, {meta['epochs']} epochs at every batch size, "
                  f"backend {meta['backend']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -463,13 +661,19 @@ def plot(runs, meta, path):
 
 def write_report(runs, meta, output_dir, write_json=True):
     output_dir.mkdir(parents=True, exist_ok=True)
+    stem = output_stem(meta.get("setting", "easy"))  # the published easy run's JSON predates settings
     table = markdown(runs, meta)
-    (output_dir / f"{STEM}.md").write_text(table)
+    (output_dir / f"{stem}.md").write_text(table)
     if write_json:
-        (output_dir / f"{STEM}.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=1) + "\n")
-    png = plot(runs, meta, output_dir / f"{STEM}.png")
+        (output_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=1) + "\n")
+    png = plot(runs, meta, output_dir / f"{stem}.png")
     print("\n" + table)
-    print(f"wrote {output_dir / STEM}.md" + (", .json" if write_json else "") + (", .png" if png else ""))
+    print(f"wrote {output_dir / stem}.md" + (", .json" if write_json else "") + (", .png" if png else ""))
+
+
+def output_stem(setting):
+    """The easy setting keeps the published run's file names; the others get their setting's name."""
+    return STEM if setting == "easy" else f"{STEM}_{setting}"
 
 
 def main():
@@ -481,31 +685,39 @@ def main():
     settings = args.settings
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"backend: {keras.backend.backend()} (keras {keras.__version__}), profile {args.profile}, "
+          f"settings {list(settings['settings'])}, budgets {list(settings['budgets'])}, "
           f"batch sizes {list(settings['batch_sizes'])}, seeds {settings['seeds']}, epochs {settings['epochs']}"
           + (" (smoke: the accuracies mean nothing)" if args.smoke else ""), flush=True)
-    data = load_data(settings["train"], settings.get("held_out"))
-    print(f"digits: train/val/test {len(data[0][0])}/{len(data[1][0])}/{len(data[2][0])}", flush=True)
     wanted = set(args.methods.split(",")) if args.methods else None
-    start, runs = time.perf_counter(), []
-    for batch_size in settings["batch_sizes"]:
-        for seed in range(settings["seeds"]):
-            for name, spec in methods(batch_size).items():
-                only = settings.get("larger_batch_only")
-                if (wanted and name not in wanted) or (only and batch_size > min(settings["batch_sizes"])
-                                                       and name not in only):
-                    continue
-                for run in train_one(name, spec, batch_size, seed, settings, data):
-                    runs.append(run)
-                    print(f"B={batch_size:<4} seed={seed} {run['method']:<13} test accuracy "
-                          f"{run['test_accuracy']:.4f}  alpha {run['alpha']:.3g}  train loss {run['train_loss']:.4f}"
-                          f"  {run['train_seconds']:6.1f} s", flush=True)
-    meta = {"profile": args.profile, "backend": keras.backend.backend(), "keras": keras.__version__,
-            "batch_sizes": list(settings["batch_sizes"]), "seeds": settings["seeds"],
-            "epochs": settings["epochs"], "width": settings["width"], "num_train": len(data[0][0]),
-            "lr_rule": LR_RULE, "momentum_rule": MOMENTUM_RULE,
-            "cores": cores, "machine": platform.machine(), "python": platform.python_version(),
-            "total_minutes": (time.perf_counter() - start) / 60}
-    write_report(runs, meta, args.output_dir)
+    step_methods = settings.get("step_methods")
+    for setting in settings["settings"]:
+        data = load_data(setting, settings["train"], settings.get("held_out"))
+        print(f"setting {setting}: train/val/test {len(data[0][0])}/{len(data[1][0])}/{len(data[2][0])}, "
+              f"images {data[0][0].shape[1]}x{data[0][0].shape[2]}", flush=True)
+        start, runs = time.perf_counter(), []
+        for budget in settings["budgets"]:
+            for batch_size in settings["batch_sizes"]:
+                for seed in range(settings["seeds"]):
+                    for name, spec in methods(batch_size).items():
+                        only = settings.get("larger_batch_only")
+                        if ((wanted and name not in wanted) or (only and batch_size > min(settings["batch_sizes"])
+                                                                and name not in only)
+                                or (budget == "steps" and step_methods and name not in step_methods)):
+                            continue
+                        for run in train_one(name, spec, batch_size, seed, settings, data, setting, budget):
+                            runs.append(run)
+                            print(f"{setting} {budget} B={batch_size:<4} seed={seed} {run['method']:<13} "
+                                  f"test accuracy {run['test_accuracy']:.4f}  alpha {run['alpha']:.3g}  "
+                                  f"train loss {run['train_loss']:.4f}  {run['train_seconds']:6.1f} s", flush=True)
+        meta = {"profile": args.profile, "setting": setting, "setting_spec": SETTINGS[setting],
+                "budgets": list(settings["budgets"]), "step_budget_batch": STEP_BUDGET_BATCH,
+                "backend": keras.backend.backend(), "keras": keras.__version__,
+                "batch_sizes": list(settings["batch_sizes"]), "seeds": settings["seeds"],
+                "epochs": settings["epochs"], "width": settings["width"], "num_train": len(data[0][0]),
+                "lr_rule": LR_RULE, "momentum_rule": MOMENTUM_RULE,
+                "cores": cores, "machine": platform.machine(), "python": platform.python_version(),
+                "total_minutes": (time.perf_counter() - start) / 60}
+        write_report(runs, meta, args.output_dir)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import keras
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy_vs_batch.py"
 # Written out here, not imported from the script: a method that silently drops out must fail the test.
-TRAINED = ("BN", "BGN", "GN+WS", "BCN+WS", "FRN+TLU", "EvoNorm-S0", "MBN", "MBN+DF")
+TRAINED = ("BN", "BGN", "Batch Renorm", "GN+WS", "BCN+WS", "FRN+TLU", "EvoNorm-S0", "EvoNorm-B0", "GN+PN", "MBN",
+           "MBN+DF")
 TUNED = ("BN + α", "BGN + α")  # the trained BN and BGN models with alpha chosen on held-out data
 # The trained BN and MBN models with their statistics recomputed on the training split (recompute_batch_statistics)
 PRECISE = ("BN + Precise BN", "MBN + Precise BN", "MBN+DF + Precise BN")
@@ -38,11 +39,16 @@ def test_accuracy_vs_batch_smoke(tmp_path):
 
     report = json.loads((tmp_path / "accuracy_vs_batch.json").read_text())
     assert report["meta"]["backend"] == backend and report["meta"]["profile"] == "smoke"
-    cells = sorted((run["method"], run["batch_size"]) for run in report["runs"])
-    expected = [(m, 4) for m in TRAINED + TUNED + PRECISE] + [(m, 16) for m in GHOST + ("BCN+WS",)]
+    cells = sorted((run["budget"], run["method"], run["batch_size"]) for run in report["runs"])
+    expected = ([("examples", m, 4) for m in TRAINED + TUNED + PRECISE]
+                + [("examples", m, 16) for m in GHOST + ("BCN+WS",)]
+                + [("steps", m, 4) for m in ("BN", "BN + α", "BN + Precise BN")])  # the fixed-step view trains BN
     assert cells == sorted(expected)
     for run in report["runs"]:
         assert 0.0 <= run["test_accuracy"] <= 1.0, run
+        assert run["setting"] == "easy", run
+        # 1 epoch of 16 images: 16 / B steps, or in the fixed-step view the 2 steps of batch size 8
+        assert run["steps"] == (2 if run["budget"] == "steps" else 16 // run["batch_size"]), run
         # The smoke's search has the one candidate 0.5; the other rows keep the default 0.
         assert run["alpha"] == (0.5 if run["method"].endswith("+ α") else 0.0), run
 
@@ -54,4 +60,7 @@ def test_accuracy_vs_batch_smoke(tmp_path):
         assert re.fullmatch(rf"\d+\.\d \| {cell_16}", rows[method]), (method, rows[method])
     for method in GHOST:  # one ghost batch at batch size 4: BN itself, marked so
         assert re.fullmatch(r"= BN \| \d+\.\d", rows[method]), (method, rows[method])
+    step_table = (tmp_path / "accuracy_vs_batch.md").read_text().split("Fixed step count: 2 steps at every batch size")
+    assert len(step_table) == 2, "the fixed-step view's table is missing"
+    assert re.search(r"^\| BN \| \d+\.\d \| n/a \|$", step_table[1], re.MULTILINE), step_table[1]
     assert (tmp_path / "accuracy_vs_batch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

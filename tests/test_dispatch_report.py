@@ -410,3 +410,40 @@ def test_report_rejects_what_is_not_a_layer():
     with pytest.raises(ValueError, match=r"fast_path_report: `model` must be a keras.Model or keras.layers.Layer, "
                                          r"received 'net' \(str\)\. Pass the model"):
         keras_norms.fast_path_report("net", _x(2, 3))
+
+
+# ------------------------------------------------------------------ inference calls
+# Layers whose XLA kernel is faster only with its backward pass: on TensorFlow it declines their inference calls.
+INFERENCE_LAYERS = {
+    "GroupNormalization": (lambda: keras_norms.GroupNormalization(groups=2), "group_norm"),
+    "InstanceNormalization": (lambda: keras_norms.InstanceNormalization(), "group_norm"),
+    "BatchChannelNormalization": (lambda: keras_norms.BatchChannelNormalization(groups=2), "group_norm"),
+    "EvoNormS0": (lambda: keras_norms.EvoNormS0(groups=2), "evonorm_s0"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INFERENCE_LAYERS))
+def test_inference_calls_decline_the_one_pass_kernels_on_tensorflow_only(name):
+    factory, op = INFERENCE_LAYERS[name]
+    layer = factory()
+    x = _x(4, 3, 5, 6)
+    layer(x, training=True)  # built
+
+    def paths(training):
+        with config.record_dispatch() as calls:
+            y = layer(x, training=training)
+        return y, [(c.path, c.reason) for c in calls if c.op == op]
+
+    inference, inference_paths = paths(False)
+    with config.fast_paths(False):  # the same values either way (before a training call moves BCN's statistics)
+        np.testing.assert_allclose(to_numpy(inference), to_numpy(layer(x, training=False)), rtol=1e-5, atol=1e-6)
+    training_paths = paths(True)[1]
+    assert paths(None)[1] == training_paths  # a call that does not say is not marked
+    if BACKEND == "tensorflow":
+        from keras_norms._backends.xla.group_norm import INFERENCE_ON_TENSORFLOW
+
+        assert training_paths == [("fast", None)]
+        assert inference_paths == [("reference", INFERENCE_ON_TENSORFLOW)]
+    else:  # JAX's one-pass kernel and torch's native ones decide as in training
+        assert inference_paths == training_paths
+    assert not _dispatch.is_inference_call()  # the mark ends with the call

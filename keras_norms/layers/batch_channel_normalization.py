@@ -14,6 +14,7 @@ from keras_norms.layers._base import NormalizationLayer
 from keras_norms.layers._base import carry_weights
 from keras_norms.ops import _stats
 from keras_norms.ops import batch_channel as bcn_ops
+from keras_norms.ops._dispatch import inference_call
 
 _MODES = ("batch", "estimate")
 _FINAL_AFFINES = ("channel", "group")
@@ -255,5 +256,6 @@ class BatchChannelNormalization(NormalizationLayer):
             self.moving_mean.assign(ops.cast(mean, self.moving_mean.dtype))
             self.moving_variance.assign(ops.cast(variance, self.moving_variance.dtype))
         else:
-            y = bcn_ops.batch_channel_norm_inference(x, *moving, *affines, **common)
+            with inference_call(training is False):  # a kernel may decline a forward pass alone
+                y = bcn_ops.batch_channel_norm_inference(x, *moving, *affines, **common)
         return ops.cast(y, self.compute_dtype)

@@ -16,6 +16,7 @@ from keras import ops
 from keras_norms.layers._base import NormalizationLayer
 from keras_norms.ops import _stats
 from keras_norms.ops import evonorm as evonorm_ops
+from keras_norms.ops._dispatch import inference_call
 
 
 class _EvoNorm(NormalizationLayer):
@@ -301,11 +302,12 @@ class EvoNormS0(_EvoNorm):
 
     def call(self, inputs, training=None):
         x = _stats.upcast(inputs)
-        y = evonorm_ops.evonorm_s0(
-            x,
-            *self._weights_as(x.dtype),
-            axis=self._channel_axis,
-            epsilon=self.epsilon,
-            groups=self._num_groups,
-        )
+        with inference_call(training is False):  # a kernel may decline a forward pass alone
+            y = evonorm_ops.evonorm_s0(
+                x,
+                *self._weights_as(x.dtype),
+                axis=self._channel_axis,
+                epsilon=self.epsilon,
+                groups=self._num_groups,
+            )
         return ops.cast(y, self.compute_dtype)

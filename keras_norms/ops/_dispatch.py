@@ -25,6 +25,7 @@ tensorflow and jax live only in those packages.
 """
 
 import contextlib
+import contextvars
 import importlib
 import importlib.util
 import pkgutil
@@ -39,6 +40,8 @@ _SHARED_PACKAGES = {"tensorflow": ("xla",), "jax": ("xla",)}
 _PACKAGE = "keras_norms._backends"
 
 _kernels = {}  # (op, backend) -> kernel
+# True while a layer called with training=False runs its ops (set by `inference_call`).
+_INFERENCE = contextvars.ContextVar("keras_norms_inference_call", default=False)
 _parts = {}  # (backend, module name) -> module of the backend's own package
 _loaded = set()
 _recorders = []
@@ -181,6 +184,28 @@ def run_reference(name, reason, reference, *args, **kwargs):
     """
     _record(name, "reference", reason)
     return reference(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def inference_call(active=True):
+    """Marks the ops called in the block as an inference forward pass, when `active`.
+
+    A layer called with `training=False` (`predict`, `evaluate`) wraps its ops
+    in it, so that a kernel that is faster only together with its backward
+    pass can decline a forward pass alone (`is_inference_call`). A static fact
+    of the call, like the others kernels decide from: it holds while the call
+    is traced. `training=None` (a layer called directly) is not marked.
+    """
+    token = _INFERENCE.set(bool(active))
+    try:
+        yield
+    finally:
+        _INFERENCE.reset(token)
+
+
+def is_inference_call():
+    """Whether the current op runs inside `inference_call` (a layer's inference forward pass)."""
+    return _INFERENCE.get()
 
 
 @contextlib.contextmanager

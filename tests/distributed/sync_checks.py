@@ -309,6 +309,30 @@ def run_tensorflow():
         assert keras_norms.average_moving_statistics(layer) == REPLICAS
         after = [{v.name: v.value.values[r].numpy() for v in layer.non_trainable_weights} for r in range(REPLICAS)]
         _check_averaged(f"average_moving_statistics {name}", got[name][3], after)
+    _check_recompute_tensorflow(strategy, x, upstream)
+
+
+def _whole_moments(x):
+    whole = x.astype(np.float64)
+    return {"moving_mean": whole.mean((0, 1)), "moving_variance": whole.var((0, 1))}
+
+
+def _check_recompute_tensorflow(strategy, x, upstream):
+    """`recompute_batch_statistics` on a model built under the strategy: every replica's component is set."""
+    with strategy.scope():
+        layer = keras_norms.BatchNormalization()
+        inputs = keras.Input(SHAPE[1:])
+        model = keras.Model(inputs, layer(inputs))
+    _tf_run(strategy, {"bn": layer}, x, upstream, (SHAPE[0] // REPLICAS,) * REPLICAS)  # replicas drift apart
+    drifted = [v.value.values[0].numpy() - v.value.values[1].numpy() for v in layer.non_trainable_weights]
+    assert any(np.abs(d).max() > 0 for d in drifted), "no drift: the check would pass without recompute"
+    keras_norms.recompute_batch_statistics(model, x, batch_size=3, verbose=0)
+    for variable in layer.non_trainable_weights:
+        name = variable.name
+        for r in range(REPLICAS):
+            np.testing.assert_allclose(variable.value.values[r].numpy(), _whole_moments(x)[name],
+                                       err_msg=f"replica {r}: {name}", **TOL)
+    print("CHECKED recompute_batch_statistics under MirroredStrategy: every replica", flush=True)
 
 
 def _tf_keras_peer(strategy, x, upstream):
@@ -399,6 +423,13 @@ def run_jax():
     # One global array per variable: nothing to average (its update already averages the devices' slices).
     assert keras_norms.average_moving_statistics(layer) == 1
     print("CHECKED average_moving_statistics: one global array per variable on JAX", flush=True)
+    with distribution.scope():
+        inputs = keras.Input(SHAPE[1:])
+        model = keras.Model(inputs, keras_norms.BatchNormalization()(inputs))
+    keras_norms.recompute_batch_statistics(model, x, batch_size=4, verbose=0)
+    for name, value in _whole_moments(x).items():
+        np.testing.assert_allclose(_state(model.layers[-1])[name], value, err_msg=name, **TOL)
+    print("CHECKED recompute_batch_statistics under DataParallel", flush=True)
 
 
 def _jax_shard_map(jax, x, upstream):
@@ -495,8 +526,7 @@ def run_torch():
         inputs = keras.Input(SHAPE[1:])
         model = keras.Model(inputs, keras_norms.BatchNormalization()(inputs))
         keras_norms.recompute_batch_statistics(model, x[_slices(UNEQUAL)[rank]], batch_size=2, verbose=0)
-        whole = x.astype(np.float64)
-        for name, value in (("moving_mean", whole.mean((0, 1))), ("moving_variance", whole.var((0, 1)))):
+        for name, value in _whole_moments(x).items():
             np.testing.assert_allclose(_state(model.layers[-1])[name], value, err_msg=f"rank {rank}: {name}", **TOL)
         if rank == 0:
             print("CHECKED recompute_batch_statistics over two processes", flush=True)

@@ -49,6 +49,7 @@ from keras import backend
 from keras import ops
 
 from keras_norms._backends.xla.group_norm import first_position
+from keras_norms._backends.xla.group_norm import tensorflow_inference_refusal
 from keras_norms.ops import _common
 from keras_norms.ops._dispatch import decline
 from keras_norms.ops._dispatch import decline_input
@@ -158,8 +159,13 @@ def evonorm_b0_custom_gradient(x, v=None, gamma=None, beta=None, axis=-1, epsilo
 
 @kernel("evonorm_s0", backends=("tensorflow", "jax"))
 def evonorm_s0(x, v=None, gamma=None, beta=None, axis=-1, epsilon=1e-5, groups=32):
-    """EvoNorm-S0 kernel; the op hands a non-negative `axis` and the resolved, positive `groups`."""
+    """EvoNorm-S0 kernel; the op hands a non-negative `axis` and the resolved, positive `groups`.
+
+    Declines a layer's inference call on TensorFlow, as `group_norm_one_pass` does.
+    """
     refusal = _refusal(x)
+    if refusal is None:  # (a `Declined` is falsy: no `or` between them)
+        refusal = tensorflow_inference_refusal()
     if refusal is not None:
         return refusal
     channels = x.shape[axis]

@@ -40,11 +40,12 @@ only the small `(N, C)` partial sums are grouped into cells. On JAX (CPU,
 reference 10 ms.
 
 A forward pass alone (inference) can be slower than the reference on
-TensorFlow: BatchChannelNormalization on (4, 14, 14, 1024) took 2.09x the
-reference's time there, EvoNormS0's kernel (`evonorm.py`) 1.16-1.25x, while
-their train steps took 0.79-0.92x and 0.50-0.92x (one CPU thread, paired
-medians). The ops receive no training flag, so the kernels cannot decline
-for inference alone.
+TensorFlow: in the benchmark suite's run of commit c16fc5b (one CPU thread,
+medians), inference of GroupNormalization on the ResNet shapes took
+1.22-1.39x the reference's time, BatchChannelNormalization 1.08-2.14x and
+EvoNormS0's kernel (`evonorm.py`) 1.09-1.32x, while their train steps took
+0.74-0.90x. So on TensorFlow both kernels decline a layer's inference call
+(`keras_norms.ops._dispatch.inference_call`); on JAX they run.
 """
 
 from keras import backend
@@ -53,7 +54,17 @@ from keras import ops
 from keras_norms.ops import _common
 from keras_norms.ops._dispatch import decline
 from keras_norms.ops._dispatch import decline_input
+from keras_norms.ops._dispatch import is_inference_call
 from keras_norms.ops._dispatch import kernel
+
+INFERENCE_ON_TENSORFLOW = "inference on TensorFlow (the one-pass form is faster only with its backward pass)"
+
+
+def tensorflow_inference_refusal():
+    """A `Declined` for a layer's inference call on TensorFlow (see the module docstring), else `None`."""
+    if backend.backend() == "tensorflow" and is_inference_call():
+        return decline(INFERENCE_ON_TENSORFLOW)
+    return None
 
 
 class _Cells:
@@ -156,6 +167,9 @@ def group_norm_one_pass(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=
         return decline_input(x)
     if len(x.shape) < 3:
         return decline("rank-2 input (no spatial axes: no pass to save, and the reference was faster)")
+    refusal = tensorflow_inference_refusal()
+    if refusal is not None:
+        return refusal
     y, _ = _normalize_cells(x, gamma, beta, axis, epsilon, groups, examples=1)
     return y
 
