@@ -646,9 +646,11 @@ def plot(runs, meta, path):
         ax.set_xticks(meta["batch_sizes"], [str(b) for b in meta["batch_sizes"]])
         if floor is not None:
             ax.set_ylim(floor, 100)
+        else:  # error bars of a spread-out cell would reach past 100%
+            ax.set_ylim(max(0.0, ax.get_ylim()[0]), 101)
         ax.set(title=title, xlabel="batch size")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=7 if setting != "easy" else 8, loc="lower left" if setting == "easy" else "best")
     axes[0].set_ylabel(f"test accuracy (%), mean ± std over {meta['seeds']} seed(s)")
     axes[-1].set_ylabel("test accuracy (%), full scale")
     fig.suptitle(f"{SETTING_TITLES[setting]}: one CNN, {meta['epochs']} epochs at every batch size, "

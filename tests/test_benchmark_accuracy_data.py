@@ -88,3 +88,14 @@ def test_hard_setting_images(script):
     ink = script.place_on_canvas(digits, spec["canvas"], distractors=spec["distractors"])
     assert np.all(ink >= clean) and np.any(ink > clean)
 
+
+
+def test_the_evidence_page_pastes_every_setting_table_unchanged():
+    """The tables on docs/evidence.md are the files the script wrote, pasted whole: regenerate, don't annotate."""
+    evidence = Path(__file__).resolve().parents[1] / "docs" / "assets" / "evidence"
+    page = (evidence.parents[1] / "evidence.md").read_text()
+    written = sorted(evidence.glob("accuracy_vs_batch*.md"))
+    assert {p.stem for p in written} >= {"accuracy_vs_batch", "accuracy_vs_batch_correlated", "accuracy_vs_batch_hard"}
+    for path in written:
+        assert path.read_text() in page, f"docs/evidence.md does not paste {path.name} unchanged: paste it again"
+        assert f"assets/evidence/{path.stem}.png" in page, f"docs/evidence.md does not show {path.stem}.png"
