@@ -99,7 +99,7 @@ PROFILES = {
     "full": {"batch_sizes": (2, 4, 8, 32), "seeds": 3, "epochs": 10, "width": 16, "train": NUM_TRAIN,
              "alpha_grid": "default", "settings": ("correlated", "hard"), "budgets": ("examples", "steps"),
              "step_methods": ("BN", "GN+WS")},
-    # The published easy run (docs/evidence.md, 2026-11-23): `--profile easy`.
+    # The published easy run (docs/evidence.md, 2026-11-23): `--easy`.
     "easy": {"batch_sizes": (2, 4, 8, 32, 128), "seeds": 3, "epochs": 20, "width": 16, "train": NUM_TRAIN,
              "alpha_grid": "default", "settings": ("easy",), "budgets": ("examples",)},
     # Every model costs about 15 s of compiling on a loaded 2-core machine, so the quick profile trains fewer.
