@@ -1,6 +1,6 @@
 """Accuracy vs batch size: the normalizations of keras_norms on scikit-learn's digits, in three settings.
 
-    python benchmarks/accuracy_vs_batch.py                  # full: correlated + hard settings, 3 seeds: ~60 min
+    python benchmarks/accuracy_vs_batch.py                  # full: correlated + hard settings, 3 seeds: ~65 min
     python benchmarks/accuracy_vs_batch.py --easy           # the easy setting's published run: ~50 min
     python benchmarks/accuracy_vs_batch.py --quick          # correlated, batch sizes 2 and 32, 2 seeds: < 15 min
     python benchmarks/accuracy_vs_batch.py --smoke          # a few steps each: checks that it runs
@@ -52,7 +52,7 @@ linearly scaled with the batch size, lr(B) = 0.05 * B / 32 (0.003125 at B=2, 0.2
 linear warm-up over the first epoch and decayed to 0 by a cosine over the rest. Moving averages (BN, Ghost BN,
 BGN, BCN, EvoNorm-B0, Batch Renorm) use momentum min(1 - B/1024, 0.99): a horizon of 1024 examples at large
 batches, 100 steps at B <= 8 (Keras's 0.99 at every size leaves BN at chance after the 160 steps of batch 128).
-The fixed-step view (`--budget steps`, in the full profile for BN and GN+WS) trains every batch size for the steps
+The fixed-step view (`--budget steps`, in the full profile for every method) trains every batch size for the steps
 batch size 8 takes in the example budget, with the same rules. Seeds: `numpy.random.seed` and
 `keras.utils.set_random_seed` (initial weights, shuffling) per run; the data split is the same for all runs.
 Test accuracy in inference mode (`model.evaluate` on the whole test split in one batch: no batch statistics are
@@ -95,10 +95,9 @@ ESTIMATE_UP_TO = 8  # BCN uses EstBN (mode="estimate") at batch sizes up to this
 NUM_TRAIN, NUM_VAL, NUM_TEST = 1024, 273, 500  # 1797 digits in all
 
 PROFILES = {
-    # The two settings where batch size matters; the fixed-step view trains BN and GN+WS only.
+    # The two settings where batch size matters, every method under both budgets.
     "full": {"batch_sizes": (2, 4, 8, 32), "seeds": 3, "epochs": 10, "width": 16, "train": NUM_TRAIN,
-             "alpha_grid": "default", "settings": ("correlated", "hard"), "budgets": ("examples", "steps"),
-             "step_methods": ("BN", "GN+WS")},
+             "alpha_grid": "default", "settings": ("correlated", "hard"), "budgets": ("examples", "steps")},
     # The published easy run (docs/evidence.md, 2026-11-23): `--easy`.
     "easy": {"batch_sizes": (2, 4, 8, 32, 128), "seeds": 3, "epochs": 20, "width": 16, "train": NUM_TRAIN,
              "alpha_grid": "default", "settings": ("easy",), "budgets": ("examples",)},
@@ -540,9 +539,9 @@ def budget_runs(runs, budget):
     return [run for run in runs if run.get("budget", "examples") == budget]
 
 
-def versus_bn(summary, batch_sizes):
+def versus_bn(summary, batch_sizes, caption="Mean test accuracy minus BN's at the same batch size (percentage points):"):
     """Each row's mean accuracy minus BN's at the same batch size (points), the comparison the verdicts use."""
-    out = ["", "Mean test accuracy minus BN's at the same batch size (percentage points):", "",
+    out = ["", caption, "",
            "| method | " + " | ".join(f"B={b}" for b in batch_sizes) + " |", "|---|" + "---:|" * len(batch_sizes)]
     for method in ROWS[1:]:
         cells = [difference(summary, method, "BN", b) for b in batch_sizes]
@@ -563,6 +562,9 @@ def step_view(runs, meta):
     for method in ROWS:
         if any(r["method"] == method for r in steps):
             out.append(f"| {method} | " + " | ".join(cell_text(summary, method, b) for b in batch_sizes) + " |")
+    if len({r["method"] for r in steps}) > 1:
+        out += versus_bn(summary, batch_sizes, "Fixed step count, mean test accuracy minus BN's at the same batch size "
+                         "(percentage points):")
     return out
 
 
