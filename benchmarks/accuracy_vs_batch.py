@@ -232,7 +232,7 @@ def place_on_canvas(images, size=16, seed=0, distractors=0, noise=0.0):
     rows, cols = rng.integers(0, size - h + 1, n), rng.integers(0, size - w + 1, n)
     for i, (r, c) in enumerate(zip(rows, cols)):
         canvas[i, r:r + h, c:c + w, 0] = images[i]
-    for i in range(n) if distractors else ():
+    for i in range(n):
         for _ in range(distractors):
             src, (fr, fc) = rng.integers(n), rng.integers(0, h - FRAGMENT + 1, 2)
             r, c = rng.integers(0, size - FRAGMENT + 1, 2)
@@ -369,9 +369,10 @@ class Batches(keras.utils.PyDataset):
     def __init__(self, x, y, batch_size, steps_per_epoch, epochs, order, group, seed):
         super().__init__()
         self.x, self.y, self.batch_size, self.steps_per_epoch = x, y, batch_size, steps_per_epoch
-        rng, needed, parts = np.random.default_rng(seed), batch_size * steps_per_epoch * epochs, []
-        while sum(map(len, parts)) < needed:
-            parts.append(class_group_order(y, group, rng) if order == "class_groups" else rng.permutation(len(y)))
+        rng, needed = np.random.default_rng(seed), batch_size * steps_per_epoch * epochs
+        passes = -(-needed // len(y))  # whole permutations that cover the examples needed
+        parts = [class_group_order(y, group, rng) if order == "class_groups" else rng.permutation(len(y))
+                 for _ in range(passes)]
         self.order, self.epoch = np.concatenate(parts)[:needed], 0
 
     def __len__(self):
@@ -680,6 +681,17 @@ def output_stem(setting):
     return STEM if setting == "easy" else f"{STEM}_{setting}"
 
 
+def selected(name, batch_size, budget, settings, wanted):
+    """Whether the run trains method `name` at `batch_size` under `budget`: `--methods`, and the profile's limits."""
+    if wanted and name not in wanted:
+        return False
+    only = settings.get("larger_batch_only")  # above the smallest batch size, only these methods
+    if only and batch_size > min(settings["batch_sizes"]) and name not in only:
+        return False
+    step_methods = settings.get("step_methods")  # the fixed-step view's methods, when limited
+    return not (budget == "steps" and step_methods and name not in step_methods)
+
+
 def main():
     args = ARGS
     if args.render:  # no training: the table and the plot again, from a finished run's numbers
@@ -693,7 +705,6 @@ def main():
           f"batch sizes {list(settings['batch_sizes'])}, seeds {settings['seeds']}, epochs {settings['epochs']}"
           + (" (smoke: the accuracies mean nothing)" if args.smoke else ""), flush=True)
     wanted = set(args.methods.split(",")) if args.methods else None
-    step_methods = settings.get("step_methods")
     for setting in settings["settings"]:
         data = load_data(setting, settings["train"], settings.get("held_out"))
         print(f"setting {setting}: train/val/test {len(data[0][0])}/{len(data[1][0])}/{len(data[2][0])}, "
@@ -703,10 +714,7 @@ def main():
             for batch_size in settings["batch_sizes"]:
                 for seed in range(settings["seeds"]):
                     for name, spec in methods(batch_size).items():
-                        only = settings.get("larger_batch_only")
-                        if ((wanted and name not in wanted) or (only and batch_size > min(settings["batch_sizes"])
-                                                                and name not in only)
-                                or (budget == "steps" and step_methods and name not in step_methods)):
+                        if not selected(name, batch_size, budget, settings, wanted):
                             continue
                         for run in train_one(name, spec, batch_size, seed, settings, data, setting, budget):
                             runs.append(run)
