@@ -172,12 +172,20 @@ def test_large_mean_within_float32_tolerance_of_float64(enabled):
     assert_close(y, group_norm(x.astype("float64"), groups=-1), rtol=5e-4, atol=5e-4)
 
 
-@pytest.mark.parametrize("shape", [(1, 6), (1, 1, 1, 6)], ids=["rank2", "one_position"])
-def test_one_value_per_channel_gives_beta(shape):
-    """Regression: torch's `F.group_norm` raised on one value per group in the whole batch (found by the fuzz
-    tests); the torch kernel declines there. Each channel's one value is its mean: the output is `beta`."""
-    layer = IN()
+@pytest.mark.parametrize(
+    "shape, axis",
+    [((1, 6), -1), ((1, 1, 1, 6), -1), ((2, 6, 1), 1)],
+    ids=["rank2", "one_position", "channels_first_one_position"],
+)
+def test_one_value_per_channel_gives_beta(shape, axis):
+    """Regression (found by the fuzz tests): torch's `F.group_norm` raised on one value per group in the whole
+    batch, and with several examples computed `x * s + (beta - mean * s)`, `s = gamma / sqrt(epsilon)`, off by
+    1e-4 at |x| = 100; the torch kernel declines there. Each channel's one value is its mean: the output is
+    `beta`."""
+    layer = IN(axis=axis, gamma_initializer="ones")
     layer.build(shape)
     beta = data((6,), seed=4)
     layer.beta.assign(beta)
-    assert_close(to_numpy(layer(data(shape))), np.broadcast_to(beta, shape))
+    expected = np.broadcast_to(beta.reshape((6,) + (1,) * (len(shape) - 2) if axis == 1 else (6,)), shape)
+    for training in (True, False):
+        assert_close(to_numpy(layer(data(shape, scale=100.0), training=training)), expected)

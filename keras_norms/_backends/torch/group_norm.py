@@ -36,8 +36,11 @@ upcasts first; this only matters for direct calls); a channel axis that is
 neither 1 nor the last one; rank-2 input and one channel per group on
 channels-last input, where the benchmark suite measured the reference faster
 (train step 0.8x on (256, 1024); 0.3-0.4x with C groups on the ResNet shapes);
-one value per group in the whole batch. Decisions use static facts only.
+one value per group and example (the output is beta; the fused kernel's
+round-off would show). Decisions use static facts only.
 """
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -70,8 +73,11 @@ def group_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=32):
     declined = refusal(x)
     if declined is not None:
         return declined
-    if x.numel() == groups:  # F.group_norm raises ("more than 1 value per channel"), e.g. groups=-1 on a (1, C) input
-        return decline("one value per group in the whole batch")
+    if math.prod(x.shape[1:]) == groups:
+        # One value per group and example: the exact output is beta. F.group_norm computes x * s + (beta - mean * s),
+        # s = gamma / sqrt(epsilon), whose round-off (|x| s 6e-8: 1e-4 at |x| = 100) the reference's (x - mean) * s
+        # does not have; with one example F.group_norm raises ("more than 1 value per channel").
+        return decline("one value per group and example")
     if x.dim() == 2:
         # (N, C): one value per channel and example; the suite's (256, 1024) cell took 1.22x the reference's time
         return decline("rank-2 input (the reference was faster)")
