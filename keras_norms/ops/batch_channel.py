@@ -51,6 +51,12 @@ def _group_norm_reference(x, gamma, beta, axis, epsilon, groups):
     # (example, channel group), a per-channel affine. The view is made
     # directly (no example axis), so the batch size never matters.
     view, mean, variance = _stats.group_moments(x, axis, groups)
+    if len(x.shape) == 2:
+        # (N, C): a folded per-(example, channel) scale would be as large as x itself, and its backward adds
+        # full-size passes; normalize in the view, then apply the per-channel affine (JAX CPU train step on
+        # (256, 1024), G=32: 1.0 ms against 1.6 ms folded).
+        y = ops.reshape((view - mean) * ops.rsqrt(variance + epsilon), ops.shape(x))
+        return _common.scale_and_shift(y, gamma, beta)
     gamma, beta = (_common.group_vector(v, len(view.shape), axis, groups) for v in (gamma, beta))
     return ops.reshape(_common.normalize_folded(view, mean, variance, gamma, beta, epsilon), ops.shape(x))
 

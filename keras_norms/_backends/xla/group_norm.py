@@ -2,8 +2,7 @@
 
 The kernels are written in `keras.ops` only, so the two backends share
 them. They are taken for float32 and float64 inputs (the public ops upcast
-16-bit inputs first), any rank >= 3 (group norm) or >= 2 (batch-group norm),
-any channel axis but 0, and (batch-group norm) any batch size, a smaller
+16-bit inputs first), any rank >= 3, any channel axis but 0, and (batch-group norm) any batch size, a smaller
 trailing example group included; they decline nothing else. Under `jax.jit` or
 `tf.function(jit_compile=True)` XLA computes the two sums below in **one**
 pass over the data (sibling reductions fuse), and the output in a second,
@@ -57,6 +56,7 @@ from keras_norms.ops._dispatch import decline_input
 from keras_norms.ops._dispatch import is_inference_call
 from keras_norms.ops._dispatch import kernel
 
+DENSE = "rank-2 input (no spatial axes: no pass to save, and the reference was faster)"
 INFERENCE_ON_TENSORFLOW = "inference on TensorFlow (the one-pass form is faster only with its backward pass)"
 
 
@@ -166,7 +166,7 @@ def group_norm_one_pass(x, gamma=None, beta=None, axis=-1, epsilon=1e-3, groups=
     if not _accepts(x):
         return decline_input(x)
     if len(x.shape) < 3:
-        return decline("rank-2 input (no spatial axes: no pass to save, and the reference was faster)")
+        return decline(DENSE)
     refusal = tensorflow_inference_refusal()
     if refusal is not None:
         return refusal
@@ -186,12 +186,17 @@ def batch_group_norm_one_pass(
     (example, channel), $S$ the spatial count, summed over the batch. The
     batch need not be a multiple of $E$ (the last example group is smaller)
     and may be unknown while tracing; $E$ is capped at a static batch size.
-    Declines as `group_norm_one_pass` does, and when a mask is given.
+    Declines as `group_norm_one_pass` does (rank 2 included: on a (256,
+    1024) input with E=2 the train step took 2.4 ms against the reference's
+    0.9 ms on JAX, whose dense reference normalizes without folding the
+    affine), and when a mask is given.
     """
     if mask is not None:
         return decline("mask given (the reference handles it)")
     if not _accepts(x):
         return decline_input(x)
+    if len(x.shape) < 3:
+        return decline(DENSE)
     examples = examples_per_group
     if x.shape[0] is not None:
         examples = max(1, min(examples, x.shape[0]))
