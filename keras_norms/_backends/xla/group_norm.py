@@ -2,12 +2,13 @@
 
 The kernels are written in `keras.ops` only, so the two backends share
 them. They are taken for float32 and float64 inputs (the public ops upcast
-16-bit inputs first), any rank >= 3, any channel axis but 0, and (batch-group norm) any batch size, a smaller
-trailing example group included; they decline nothing else. Under `jax.jit` or
-`tf.function(jit_compile=True)` XLA computes the two sums below in **one**
-pass over the data (sibling reductions fuse), and the output in a second,
-elementwise pass; the two-pass reference needs the mean before the squared
-deviations, three passes in all.
+16-bit inputs first), any rank >= 3, any channel axis but 0, and
+(batch-group norm) any batch size, a smaller trailing example group
+included; they decline a mask and, on TensorFlow, a layer's inference call
+(below). Under `jax.jit` or `tf.function(jit_compile=True)` XLA computes
+the two sums below in **one** pass over the data (sibling reductions fuse),
+and the output in a second, elementwise pass; the two-pass reference needs
+the mean before the squared deviations, three passes in all.
 
 A *cell* is the set $\\mathcal S$ normalized together: one example's group of
 channels (group norm) or $E$ consecutive examples' group of channels (batch-group
