@@ -8,12 +8,15 @@ Reference:
     Accelerate Training of Deep Neural Networks", arXiv:1602.07868.
 """
 
+import warnings
+
 import keras
 from keras import ops
 
 # Keras offers no public way to read a variable created with `autocast=True` (the wrapped layer's kernel and bias)
 # at its float32 master value inside a mixed-precision call: a scope with no dtype turns autocasting off.
 from keras.src.backend import AutocastScope
+from keras.src.backend.common.stateless_scope import in_stateless_scope
 
 from keras_norms.layers._base import LayerArguments
 from keras_norms.layers.weight_standardization import bias_and_activation
@@ -67,7 +70,9 @@ class WeightNormalization(LayerArguments, keras.layers.Wrapper):
     A stateless call cannot write trainable weights: on the JAX backend,
     `fit` runs the model statelessly, so call the model once on a batch with
     `training=True` before `fit` (harmless on the other backends, where
-    `fit` would initialize on its first batch).
+    `fit` would initialize on its first batch). Otherwise a stateless
+    training call warns and trains from the variables as they are, as with
+    `data_init=False`, setting the flag.
 
     Args:
         layer: an unbuilt or built `keras.layers.Dense`, `Conv1D`, `Conv2D`,
@@ -119,6 +124,8 @@ class WeightNormalization(LayerArguments, keras.layers.Wrapper):
         self.input_spec = self.layer.input_spec
         self.g = None
         self.initialized = None
+        # Whether the `initialized` flag was seen at 1 outside any stateless scope (see `_known_initialized`).
+        self._seen_initialized = False
 
     def _check_layer(self, layer):
         if type(layer) not in OUTPUT_AXES:
@@ -187,10 +194,12 @@ class WeightNormalization(LayerArguments, keras.layers.Wrapper):
         initialization step itself is not differentiated (it precedes training in the paper): the first call's
         gradients are those of a call with the initialized values as the variables' values.
         """
+        stateless = in_stateless_scope()
         bias = self.layer.bias
 
         def later():
-            return tuple(_stats.upcast(v) for v in (self.g, bias) if v is not None)
+            # Values, not the variables: assigning a variable to itself in a stateless scope makes it its own value.
+            return tuple(_stats.upcast(v.value) for v in (self.g, bias) if v is not None)
 
         def first():
             direction = wn_ops.weight_norm(layer_kernel(self.layer), None, self._fan_in_axes)
@@ -200,12 +209,46 @@ class WeightNormalization(LayerArguments, keras.layers.Wrapper):
             initial = (ops.reshape(scale, self.g.shape), shift)
             return tuple(v + ops.stop_gradient(i - v) for v, i in zip(later(), initial))
 
-        values = ops.cond(self.initialized > 0.5, later, first)
+        if stateless and not self._known_initialized():
+            # A stateless call returns the non-trainable state only: written g and bias would be dropped while the
+            # flag is kept. Train from the variables, as with data_init=False, and set the flag, so that no later
+            # call initializes over trained weights.
+            warnings.warn(
+                f"{self._owner()}: the data-dependent initialization (data_init=True) cannot run in a stateless "
+                "call (the JAX backend's fit, stateless_call), which drops writes to trainable weights: the layer "
+                "trains from its initial g and bias, as with data_init=False. To initialize, call the model once "
+                "on a batch with training=True before fit, e.g. model(x[:32], training=True).",
+                stacklevel=2,
+            )
+            values = later()
+        else:
+            values = ops.cond(self.initialized > 0.5, later, first)
         # Written before they are used: on torch, writing a tensor that the backward pass saved fails.
         for variable, value in zip((self.g, bias), values):
             variable.assign(value)
         self.initialized.assign(ops.ones((), self.initialized.dtype))
+        if not stateless:
+            self._seen_initialized = True
         return values[0], (values[1] if bias is not None else None)
+
+    def _known_initialized(self):
+        """Whether the `initialized` flag is known to be 1 outside the current stateless scope.
+
+        Read from the variable where it holds a value (JAX's `fit` detaches the values while it trains), else
+        what this object saw: a training call outside a stateless scope, or weights loaded with the flag set.
+        """
+        if not self._seen_initialized:
+            stored = self.initialized._value  # the variable's own value, not the scope's
+            try:
+                self._seen_initialized = stored is not None and float(ops.convert_to_numpy(stored)) > 0.5
+            except (TypeError, ValueError, NotImplementedError):  # symbolic (a TensorFlow graph): not known
+                pass
+        return self._seen_initialized
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        if self.initialized is not None and float(ops.convert_to_numpy(self.initialized)) > 0.5:
+            self._seen_initialized = True
 
     # ---------------------------------------------------------- serialization
     def get_config(self):

@@ -2,6 +2,8 @@
 mixed precision and folding. The shared checks run on `tests/cases_weight_norm.py`'s case."""
 
 import json
+import re
+import warnings
 
 import keras
 import numpy as np
@@ -132,6 +134,72 @@ def test_saved_model_keeps_its_initialization(tmp_path):
     y = to_numpy(loaded(x * 5.0 - 1.0, training=True))
     assert_close(to_numpy(loaded.layers[0].g), g)
     assert_close(y, to_numpy(model(x * 5.0 - 1.0, training=False)))
+
+
+def _stateless_train_call(layer, x):
+    trainable = [v.value for v in layer.trainable_variables]
+    non_trainable = [v.value for v in layer.non_trainable_variables]
+    return layer.stateless_call(trainable, non_trainable, x, training=True)
+
+
+STATELESS_WARNING = r"cannot run in a stateless call .* trains from its initial g and bias"
+
+
+def test_a_stateless_call_does_not_initialize_silently():
+    """A stateless call drops the writes to g and the bias: before the initialization it warns and trains from the
+    variables (as with data_init=False), setting the flag; after it, no warning.
+
+    Regression: JAX's `fit` (stateless) set the flag and lost the initialized g and bias without a word, after a
+    first step computed with them."""
+    layer, x, weights, _ = make("dense", data_init=True)
+    with pytest.warns(UserWarning, match=STATELESS_WARNING):
+        y, state = _stateless_train_call(layer, x)
+    assert_close(to_numpy(y), oracle("dense", x, weights)[0])  # the variables, not initialized values
+    assert [float(to_numpy(v)) for v in state] == [1.0]
+    call(layer, x, False, training=True)  # the initialization, outside a stateless scope
+    initialized = {"g": to_numpy(layer.g), "kernel": weights["kernel"], "bias": to_numpy(layer.layer.bias)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y, _ = _stateless_train_call(layer, x * 2.0)
+    assert_close(to_numpy(y), oracle("dense", x * 2.0, initialized)[0])
+
+
+def test_a_loaded_initialized_layer_takes_stateless_calls_without_warning(tmp_path):
+    x = np.random.default_rng(3).normal(size=(8, 5)).astype("float32")
+    model = keras.Sequential([keras.Input((5,)), keras_norms.WeightNormalization(L.Dense(3))])
+    model(x, training=True)
+    model.save(tmp_path / "wn.keras")
+    loaded = keras.saving.load_model(tmp_path / "wn.keras").layers[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y, _ = _stateless_train_call(loaded, x)
+    assert_close(to_numpy(y), to_numpy(model(x, training=False)))
+
+
+@pytest.mark.parametrize("called_first", [True, False])
+def test_fit_initializes_or_warns(called_first):
+    """`fit` initializes on its first batch where it calls the model statefully (TensorFlow, PyTorch) or after a
+    call with training=True; JAX's stateless `fit` alone warns and trains from the initial g and bias."""
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(16, 5)).astype("float32") * 3.0 + 2.0, rng.normal(size=(16, 3)).astype("float32")
+    model = keras.Sequential([keras.Input((5,)), keras_norms.WeightNormalization(L.Dense(3))])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")  # no update: the output shows the init
+    before = to_numpy(model(x, training=False))
+    if called_first:
+        model(x, training=True)
+    initializes = called_first or keras.backend.backend() != "jax"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    warned = [w for w in caught if re.search(STATELESS_WARNING, str(w.message))]
+    assert bool(warned) == (not initializes)
+    out = to_numpy(model(x, training=False))
+    if initializes:  # the pre-activation standardized on the first batch: mean 0, variance 1 per unit
+        assert_close(out.mean(0), np.zeros(3), atol=1e-5)
+        assert_close(out.var(0), np.ones(3), atol=1e-4)
+    else:
+        assert_close(out, before)
+    assert float(to_numpy(model.layers[0].initialized)) == 1.0
 
 
 # tf-addons' WeightNormalization.get_config() of a wrapped tf.keras Dense (TF 2.15), written out by hand.
