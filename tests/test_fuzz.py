@@ -18,20 +18,21 @@ Outputs must be finite and match the float64 oracle on the input rounded to the 
 `autocast` is off as in Keras, normalize the float32 input unrounded), within the dtype's tolerance
 (`tests/tolerances.py`), and so must the state after the call. A constant input through a fused kernel (torch's
 `x * s + (beta - mean * s)`) also gets the rounding of `x * s` as an absolute tolerance: at zero variance `s` is
-`gamma / sqrt(epsilon)`, and the exact output, beta, is missed by about `|x| |gamma| 2**-24 / sqrt(epsilon)`. Outputs that scale with the input
-(`normalized=False`: WS, NormProp, TLU, Proxy Norm) get an absolute tolerance relative to the larger of their
-largest entry and the input's (their terms as large as |x| |w| may cancel). Not compared, because the exact
-answer is not a finite 16-bit number: outputs beyond half the 16-bit range, and state beyond it (a float16
-policy keeps float16 state, as Keras does). Skipped: float16 channels-first convolutions on TensorFlow's CPU,
-which has no kernel for them (plain Keras convolutions fail alike).
+`gamma / sqrt(epsilon)`, and the exact output, beta, is missed by about `|x| |gamma| 2**-24 / sqrt(epsilon)`.
+Outputs that scale with the input (`normalized=False`: WS, NormProp, TLU, Proxy Norm) get an absolute tolerance
+relative to the larger of their largest entry and the input's (their terms as large as |x| |w| may cancel). Not
+compared, because the exact answer is not a finite 16-bit number: outputs beyond half the 16-bit range, and state
+beyond it (a float16 policy keeps float16 state, as Keras does). Skipped: float16 channels-first convolutions on
+TensorFlow's CPU, which has no kernel for them (plain Keras convolutions fail alike).
 
 The channel axis is moved, not the oracle: it always sees channels-last data, and the layer the same data with the
 channel axis where the draw put it.
 
 Profiles (hypothesis settings profiles, chosen by `KERAS_NORMS_FUZZ_PROFILE`): `default` (derandomized, so CI is
-reproducible with the hypothesis release pinned in `requirements/ci-cpu.txt`; 8 draws per layer class, 2 on JAX where every draw is a new XLA compilation) and `deep` (200 random
-draws per class: `KERAS_NORMS_FUZZ_PROFILE=deep pytest -n 2 tests/test_fuzz.py`, on 2 cores about 1 min on PyTorch and
-TensorFlow, 5 min on JAX).
+reproducible with the hypothesis release pinned in `requirements/ci-cpu.txt`; 8 draws per layer class, 2 on JAX
+where every draw is a new XLA compilation) and `deep` (200 random draws per class:
+`KERAS_NORMS_FUZZ_PROFILE=deep pytest -n 2 tests/test_fuzz.py`, on 2 cores about 1 min on PyTorch and TensorFlow,
+5 min on JAX).
 """
 
 import os
