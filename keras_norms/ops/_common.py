@@ -159,6 +159,20 @@ def normalize_folded(x, mean, variance, gamma, beta, epsilon):
     return (x - frozen) * scale + shift
 
 
+def normalize_grouped(view, mean, variance, gamma, beta, epsilon, group_axis, groups, shape):
+    """`normalize_folded` on a grouped view with `(C,)` `gamma` and `beta`, reshaped to the output `shape`.
+
+    `group_axis` is the view's `G` axis (`C_g` follows it). For a dense `(N, C)` output (rank-2 `shape`: no spatial
+    axes), a folded per-(cell, channel) scale would be as large as the input, and its backward adds full-size
+    passes: the view is normalized first and the per-channel affine applied after the reshape (JAX CPU train step
+    of group norm on (256, 1024), G=32, paired runs: 0.67 ms against 0.86 ms folded).
+    """
+    if len(shape) == 2:
+        return scale_and_shift(ops.reshape((view - mean) * ops.rsqrt(variance + epsilon), shape), gamma, beta)
+    gamma, beta = (group_vector(v, len(view.shape), group_axis, groups) for v in (gamma, beta))
+    return ops.reshape(normalize_folded(view, mean, variance, gamma, beta, epsilon), shape)
+
+
 def scale_and_shift(y, gamma, beta):
     """`y * gamma + beta`, either of them `None` (1, 0)."""
     if gamma is not None:

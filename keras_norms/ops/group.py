@@ -113,20 +113,10 @@ def _batch_group_norm_reference(x, gamma, beta, axis, epsilon, groups, examples_
     weights = None if mask is None else _stats.mask_weights(mask, x)
     view, valid, _, batch, g_axis, reduce_axes = _cells(x, axis, groups, examples_per_group, weights)
     mean, variance = _stats.moments(view, reduce_axes, keepdims=True, mask=valid)
-    dense = len(x.shape) == 2
-    if dense:
-        # (N, C): a folded per-(example group, channel) scale would be half as large as x or more; normalize
-        # in the view and apply the per-channel affine after (as group norm's reference does)
-        y = (view - mean) * ops.rsqrt(variance + epsilon)
-    else:
-        rank = len(view.shape)
-        group_gamma, group_beta = (_common.group_vector(v, rank, g_axis, groups) for v in (gamma, beta))
-        y = _common.normalize_folded(view, mean, variance, group_gamma, group_beta, epsilon)
-    y = ops.reshape(y, [-1] + list(ops.shape(x)[1:]))
-    if valid is not None:  # the padding of a smaller last example group removed (a no-op for a mask alone)
+    shape = [-1] + list(ops.shape(x)[1:])  # with the padding of a smaller last example group
+    y = _common.normalize_grouped(view, mean, variance, gamma, beta, epsilon, g_axis, groups, shape)
+    if valid is not None:  # the padding removed (a no-op for a mask alone)
         y = y[:batch]
-    if dense:
-        y = _common.scale_and_shift(y, gamma, beta)
     batch_mean, batch_second_moment = _full_batch_moments(x, axis, weights)
     return y, batch_mean, batch_second_moment
 
