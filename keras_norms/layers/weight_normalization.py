@@ -247,8 +247,9 @@ class WeightNormalization(LayerArguments, keras.layers.Wrapper):
 
     def load_own_variables(self, store):
         super().load_own_variables(store)
-        if self.initialized is not None and float(ops.convert_to_numpy(self.initialized)) > 0.5:
-            self._seen_initialized = True
+        if self.initialized is not None:  # the loaded flag decides, read now: JAX's fit detaches it later
+            self._seen_initialized = False
+            self._known_initialized()
 
     # ---------------------------------------------------------- serialization
     def get_config(self):

@@ -176,6 +176,19 @@ def test_a_loaded_initialized_layer_takes_stateless_calls_without_warning(tmp_pa
     assert_close(to_numpy(y), to_numpy(model(x, training=False)))
 
 
+def test_loading_an_uninitialized_flag_makes_the_layer_uninitialized_again(tmp_path):
+    """The flag loaded decides, not what the object saw before: stateless calls warn again."""
+    x = np.random.default_rng(5).normal(size=(8, 5)).astype("float32")
+    fresh = keras.Sequential([keras.Input((5,)), keras_norms.WeightNormalization(L.Dense(3))])
+    fresh.save_weights(tmp_path / "fresh.weights.h5")
+    model = keras.Sequential([keras.Input((5,)), keras_norms.WeightNormalization(L.Dense(3))])
+    model(x, training=True)
+    model.load_weights(tmp_path / "fresh.weights.h5")
+    assert float(to_numpy(model.layers[0].initialized)) == 0.0
+    with pytest.warns(UserWarning, match=STATELESS_WARNING):
+        _stateless_train_call(model.layers[0], x)
+
+
 @pytest.mark.parametrize("called_first", [True, False])
 def test_fit_initializes_or_warns(called_first):
     """`fit` initializes on its first batch where it calls the model statefully (TensorFlow, PyTorch) or after a
